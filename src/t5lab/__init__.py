@@ -1,0 +1,62 @@
+"""t5lab: a workbench for the T5 family of transformer architectures.
+
+Importing ``t5lab`` registers every model variant with the transformers Auto classes
+(``AutoConfig``, ``AutoModelForSeq2SeqLM``, ``AutoModelForCausalLM``,
+``AutoModelForSequenceClassification``), so saved t5lab models load without ``trust_remote_code``.
+Everything else (explorer, pipelines, RL) is imported lazily on first use to keep start-up fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from t5lab import models  # noqa: F401  (registers the variants with the Auto classes)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it; resolved on first attribute access
+_LAZY: dict[str, str] = {
+    # models
+    "T5PseudoDecConfig": "t5lab.models.pseudo_decoder",
+    "T5PseudoEncoder": "t5lab.models.pseudo_decoder",
+    "T5PseudoDecForConditionalGeneration": "t5lab.models.pseudo_decoder",
+    "T5DecoderOnlyConfig": "t5lab.models.decoder_only",
+    "T5DecoderOnlyForCausalLM": "t5lab.models.decoder_only",
+    "EncT5Config": "t5lab.models.enct5",
+    "EncT5ForSequenceClassification": "t5lab.models.enct5",
+    "T5ValueHead": "t5lab.models.value_head",
+    "T5HeadWithValueModel": "t5lab.models.value_head",
+    "T5PseudoDecWithValueHead": "t5lab.models.value_head",
+    "T5DecoderOnlyWithValueHead": "t5lab.models.value_head",
+    "register_model": "t5lab.models.registry",
+    # harness
+    "register_task": "t5lab.tasks",
+    # explorer
+    "load_run": "t5lab.explore",
+    "plot_metrics": "t5lab.explore",
+    "sample": "t5lab.explore",
+    "perplexity": "t5lab.explore",
+    "attention_maps": "t5lab.explore",
+    "hidden_states": "t5lab.explore",
+    "ablate_heads": "t5lab.explore",
+    "prune_heads": "t5lab.explore",
+    "trace": "t5lab.explore",
+    "compare": "t5lab.explore",
+    "pipeline": "t5lab.pipelines",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 't5lab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny random T5 models saved to temporary directories (never a hub)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import T5Config, T5ForConditionalGeneration  # noqa: E402
+
+TINY_T5 = dict(
+    vocab_size=64,
+    d_model=32,
+    d_kv=8,
+    d_ff=64,
+    num_layers=2,
+    num_decoder_layers=2,
+    num_heads=4,
+    relative_attention_num_buckets=8,
+    relative_attention_max_distance=16,
+    dropout_rate=0.0,
+    decoder_start_token_id=0,
+    pad_token_id=0,
+    eos_token_id=1,
+)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def tiny_t5_config() -> T5Config:
+    return T5Config(**TINY_T5)
+
+
+@pytest.fixture
+def tiny_t5(tiny_t5_config) -> T5ForConditionalGeneration:
+    torch.manual_seed(0)
+    return T5ForConditionalGeneration(tiny_t5_config).eval()
+
+
+@pytest.fixture
+def t5_checkpoint(tmp_path, tiny_t5) -> str:
+    """A plain HF T5 checkpoint directory, as `T5ForConditionalGeneration.save_pretrained` writes it."""
+    path = tmp_path / "t5_checkpoint"
+    tiny_t5.save_pretrained(path)
+    return str(path)
