@@ -1,0 +1,234 @@
+"""Tokenizers with T5 conventions, built offline: byte (ByT5), char (from a task alphabet), unigram.
+
+Every tokenizer built here
+
+- has ``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2 (T5's layout; ``decoder_start_token_id`` = pad),
+- appends ``</s>`` to every encoded sequence, as T5 does,
+- carries ``extra_ids`` sentinels ``<extra_id_0>``, ``<extra_id_1>``, ... for span corruption
+  (for char and unigram tokenizers ``<extra_id_0>`` has the *highest* id, as in T5),
+- round-trips through ``save_pretrained(dir)`` + ``transformers.AutoTokenizer.from_pretrained(dir)``
+  without network access.
+
+Use :func:`sentinel_ids` to get the sentinel ids in ``<extra_id_0>, <extra_id_1>, ...`` order for
+any of them (ByT5's sentinels run in increasing id order, so never assume a direction).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from t5lab.errors import ConfigError, T5LabError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+TokenizerKind = Literal["byte", "char", "unigram"]
+KINDS: tuple[str, ...] = ("byte", "char", "unigram")
+SPECIAL_TOKENS: tuple[str, str, str] = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2
+# ByT5's own default; T5's sentencepiece vocabularies carry 100.
+DEFAULT_EXTRA_IDS = {"byte": 125, "char": 100, "unigram": 100}
+_SENTINEL = re.compile(r"^<extra_id_(\d+)>$")
+
+
+def build_tokenizer(
+    kind: TokenizerKind,
+    texts: Iterable[str] | None = None,
+    vocab_size: int | None = None,
+    alphabet: str | None = None,
+    extra_ids: int | None = None,
+) -> PreTrainedTokenizerBase:
+    """Build a tokenizer with T5 conventions.
+
+    Args:
+        kind: ``"byte"`` (transformers' ``ByT5Tokenizer``: UTF-8 bytes, 384 ids), ``"char"``
+            (one id per character of ``alphabet``, or of the characters in ``texts``) or
+            ``"unigram"`` (a SentencePiece-style Unigram model trained on ``texts``, loaded as
+            transformers' ``T5Tokenizer``).
+        texts: Training texts; required for ``"unigram"``, used by ``"char"`` when no alphabet is given.
+        vocab_size: Target size of the unigram vocabulary *without* the sentinels (default 1000).
+        alphabet: Characters of a char tokenizer, usually ``task.alphabet()``.
+        extra_ids: Number of ``<extra_id_N>`` sentinels (default 125 for byte, 100 otherwise).
+
+    Returns:
+        A ``PreTrainedTokenizerBase`` with pad=0, eos=1, unk=2.
+
+    Raises:
+        ConfigError: Unknown kind or missing/invalid arguments.
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"unknown tokenizer kind {kind!r}; use one of {', '.join(KINDS)}")
+    if extra_ids is None:
+        extra_ids = DEFAULT_EXTRA_IDS[kind]
+    if isinstance(extra_ids, bool) or not isinstance(extra_ids, int) or extra_ids < 0:
+        raise ConfigError(f"extra_ids={extra_ids!r}: must be a non-negative integer")
+    if kind == "byte":
+        from transformers import ByT5Tokenizer
+
+        return ByT5Tokenizer(extra_ids=extra_ids)
+    if kind == "char":
+        if alphabet is None:
+            if texts is None:
+                raise ConfigError(
+                    "a char tokenizer needs alphabet= (e.g. task.alphabet()) or texts= to collect characters from"
+                )
+            alphabet = "".join(sorted(set().union(*map(set, texts))))
+        return _char_tokenizer(alphabet, extra_ids)
+    if texts is None:
+        raise ConfigError("a unigram tokenizer needs texts= to train on (e.g. the training split's texts)")
+    return _unigram_tokenizer(texts, 1000 if vocab_size is None else vocab_size, extra_ids)
+
+
+def _sentinels_descending(extra_ids: int) -> list[str]:
+    # T5 puts <extra_id_0> at the last id: appending N-1, ..., 0 after the vocabulary does that.
+    return [f"<extra_id_{i}>" for i in range(extra_ids - 1, -1, -1)]
+
+
+def _char_tokenizer(alphabet: str, extra_ids: int) -> PreTrainedTokenizerBase:
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    if not isinstance(alphabet, str) or not alphabet:
+        raise ConfigError(f"char tokenizer alphabet={alphabet!r}: give a non-empty string of characters")
+    chars = list(dict.fromkeys(alphabet))  # keep first occurrences, in the given order
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for ch in chars:
+        vocab.setdefault(ch, len(vocab))
+    sentinels = _sentinels_descending(extra_ids)
+    for tok in sentinels:
+        vocab[tok] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    # One piece per character, whitespace and newlines included ([\s\S] also matches '\n'), so
+    # spaces survive: no normalizer, no whitespace splitting. Fuse joins pieces without spaces.
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", vocab["</s>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        additional_special_tokens=sentinels[::-1],  # <extra_id_0> first, as T5Tokenizer lists them
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def _unigram_tokenizer(texts: Iterable[str], vocab_size: int, extra_ids: int) -> PreTrainedTokenizerBase:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import T5Tokenizer
+
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 8:
+        raise ConfigError(f"vocab_size={vocab_size!r}: a unigram vocabulary needs at least 8 entries")
+    texts = [t for t in texts if t]
+    if not texts:
+        raise ConfigError("unigram tokenizer: texts= holds no non-empty text to train on")
+    # Same pre-tokenization as transformers' T5Tokenizer (whitespace split + "▁" metaspace), so the
+    # trained pieces are exactly the ones T5Tokenizer will see at encode time.
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")]
+    )
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        unk_token="<unk>",
+        # every character of the corpus gets a piece, so in-alphabet text never becomes <unk>
+        initial_alphabet=sorted(set().union(*map(set, texts)) - {" ", "\n", "\t"}),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    pieces = [(p, float(s)) for p, s in json.loads(tok.to_str())["model"]["vocab"]]
+    if [p for p, _ in pieces[:3]] != list(SPECIAL_TOKENS):  # the trainer puts specials first
+        raise T5LabError(f"unigram trainer did not put {SPECIAL_TOKENS} first; got {pieces[:3]}")
+    pieces += [(s, 0.0) for s in _sentinels_descending(extra_ids)]
+    return T5Tokenizer(vocab=pieces, extra_ids=extra_ids)
+
+
+def sentinel_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Ids of ``<extra_id_0>``, ``<extra_id_1>``, ... in that order (what span corruption uses).
+
+    Raises:
+        ConfigError: If the tokenizer has no sentinels.
+    """
+    found: dict[int, int] = {}
+    for token, idx in tokenizer.get_vocab().items():
+        m = _SENTINEL.match(token)
+        if m:
+            found[int(m.group(1))] = idx
+    ids = [found[i] for i in range(len(found)) if i in found]
+    if not ids:
+        raise ConfigError(
+            "this tokenizer has no <extra_id_N> sentinels; build it with extra_ids > 0 to use span corruption"
+        )
+    return ids
+
+
+def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
+    """Load a tokenizer saved in a directory (``save_pretrained`` output, or a bare ``spiece.model``).
+
+    Works offline. A directory with only a SentencePiece ``spiece.model`` loads as transformers'
+    ``T5Tokenizer`` (converted with the ``sentencepiece`` and ``protobuf`` packages).
+
+    Raises:
+        T5LabError: If the directory does not exist or holds no tokenizer files.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise T5LabError(f"tokenizer directory {path} does not exist; give a directory written by save_pretrained")
+    files = {p.name for p in path.iterdir()}
+    markers = {"tokenizer.json", "tokenizer_config.json", "spiece.model", "vocab.json", "tokenizer.model"}
+    if not files & markers:
+        raise T5LabError(
+            f"{path} holds no tokenizer (expected one of {', '.join(sorted(markers))}); "
+            "save one there with tokenizer.save_pretrained(dir)"
+        )
+    if files & markers == {"spiece.model"}:
+        from transformers import T5Tokenizer
+
+        try:
+            return T5Tokenizer.from_pretrained(str(path), local_files_only=True)
+        except (ImportError, ValueError) as err:
+            raise T5LabError(
+                f"{path}/spiece.model: cannot convert it ({err}); install sentencepiece and protobuf"
+            ) from err
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise T5LabError(f"cannot load the tokenizer in {path}: {str(err).splitlines()[0]}") from err
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, path: str | os.PathLike) -> Path:
+    """``save_pretrained`` into ``path`` atomically: written to a sibling temp dir, then renamed.
+
+    An existing directory's tokenizer files are replaced; other files in it are kept.
+    """
+    import shutil
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        tokenizer.save_pretrained(str(tmp))
+        if not path.exists():
+            os.replace(tmp, path)
+            return path
+        for f in tmp.iterdir():  # replace file by file: each os.replace is atomic
+            os.replace(f, path / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def encode_lengths(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[int]:
+    """Token counts (eos included) of ``texts``: handy for choosing ``max_length``."""
+    return [len(ids) for ids in tokenizer(list(texts))["input_ids"]]
