@@ -1,0 +1,261 @@
+"""Attention masks and relative-position buckets for the T5 variants, as small pure functions.
+
+Conventions (the same as ``torch.nn.functional.scaled_dot_product_attention`` and transformers'
+``masking_utils``): a boolean mask is ``True`` where a query **may** attend to a key. Square masks
+have shape ``(T, T)`` or ``(B, T, T)`` indexed ``[query, key]``; padding masks have shape ``(B, T)``
+with 1 on real tokens and 0 on padding. Padding masks only hide *keys*: a padding query row stays
+as it is (its output is never read), exactly as transformers does it.
+
+The "prefix LM" (Raffel et al. 2020, *Exploring the Limits of Transfer Learning*, sec. 3.2.1; t5x
+``inputs_bidirectional_attention``) lets the positions of the prefix see each other in both
+directions while every other position stays causal::
+
+    allowed[q, k] = (k <= q) or (prefix[q] and prefix[k])
+
+This module depends on torch only, so that any variant (and the explorer) can import it cheaply.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+MaskFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense boolean masks
+# ---------------------------------------------------------------------------------------------
+
+
+def causal_mask(seq_len: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Lower-triangular mask: query ``q`` may attend to keys ``k <= q``.
+
+    Args:
+        seq_len: Sequence length ``T``.
+        device: Device of the result.
+
+    Returns:
+        Bool tensor of shape ``(T, T)``.
+    """
+    positions = torch.arange(seq_len, device=device)
+    return positions[None, :] <= positions[:, None]  # (T, T): key <= query
+
+
+def prefix_mask_from_lengths(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """Per-row prefix indicator from prefix lengths (right padding / no padding layout).
+
+    Args:
+        lengths: Long tensor of shape ``(B,)``, the number of prefix tokens of each row.
+        seq_len: Sequence length ``T``.
+
+    Returns:
+        Long tensor of shape ``(B, T)`` with 1 on the first ``lengths[b]`` positions of row ``b``.
+    """
+    positions = torch.arange(seq_len, device=lengths.device)
+    return (positions[None, :] < lengths[:, None]).long()  # (B, T)
+
+
+def prefix_lm_mask(prefix_mask: torch.Tensor) -> torch.Tensor:
+    """Prefix-LM mask: causal, plus full attention among the prefix positions of each row.
+
+    Args:
+        prefix_mask: Tensor of shape ``(B, T)``, 1 (or True) on prefix positions. A row of zeros
+            (prefix of length 0) gives exactly the causal mask.
+
+    Returns:
+        Bool tensor of shape ``(B, T, T)`` indexed ``[b, query, key]``.
+    """
+    prefix = prefix_mask.bool()
+    seq_len = prefix.shape[-1]
+    causal = causal_mask(seq_len, device=prefix.device)  # (T, T)
+    both_in_prefix = prefix[:, :, None] & prefix[:, None, :]  # (B, T, T)
+    return causal[None] | both_in_prefix
+
+
+def apply_padding(mask: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Hide padding keys: ``mask[b, q, k] and attention_mask[b, k]``.
+
+    Args:
+        mask: Bool tensor of shape ``(T, T)`` or ``(B, T, T)``.
+        attention_mask: Tensor of shape ``(B, T)`` with 1 on real tokens, or None (no padding).
+
+    Returns:
+        Bool tensor of shape ``(B, T, T)`` (``(T, T)`` when ``attention_mask`` is None).
+    """
+    if attention_mask is None:
+        return mask
+    keys = attention_mask.bool()[:, None, :]  # (B, 1, T)
+    return (mask if mask.dim() == 3 else mask[None]) & keys
+
+
+def to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Boolean mask -> additive mask (0 where allowed, the dtype's minimum where not).
+
+    The finite minimum rather than ``-inf`` keeps a fully masked row finite (uniform softmax
+    instead of NaN), as transformers' ``eager_mask`` does.
+    """
+    zero = torch.zeros((), dtype=dtype, device=mask.device)
+    return torch.where(mask, zero, torch.finfo(dtype).min)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask functions in transformers' (batch_idx, head_idx, q_idx, kv_idx) form
+# ---------------------------------------------------------------------------------------------
+
+
+def causal_mask_function(
+    batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+) -> torch.Tensor:
+    """``kv_idx <= q_idx`` (the same pattern as transformers' ``causal_mask_function``)."""
+    return kv_idx <= q_idx
+
+
+def prefix_lm_mask_function(prefix_mask: torch.Tensor) -> MaskFunction:
+    """The bidirectional part of the prefix-LM mask, for ``create_causal_mask(or_mask_function=...)``.
+
+    ``q_idx`` and ``kv_idx`` are absolute positions (transformers adds the cache offset), so
+    ``prefix_mask`` must cover the whole sequence seen so far, shape ``(B, past + T)``.
+
+    Args:
+        prefix_mask: Tensor of shape ``(B, L)``, 1 on prefix positions.
+
+    Returns:
+        A function ``f(batch_idx, head_idx, q_idx, kv_idx) -> bool`` that is True when both the
+        query and the key lie in the prefix of row ``batch_idx``.
+    """
+    prefix = prefix_mask.bool()
+
+    def inner(batch_idx, head_idx, q_idx, kv_idx):
+        return prefix[batch_idx, q_idx] & prefix[batch_idx, kv_idx]
+
+    return inner
+
+
+def or_mask_functions(*functions: MaskFunction) -> MaskFunction:
+    """Union of mask functions (kept here so that this module needs torch only)."""
+
+    def inner(batch_idx, head_idx, q_idx, kv_idx):
+        result = functions[0](batch_idx, head_idx, q_idx, kv_idx)
+        for function in functions[1:]:
+            result = result | function(batch_idx, head_idx, q_idx, kv_idx)
+        return result
+
+    return inner
+
+
+def materialize(function: MaskFunction, batch_size: int, q_len: int, kv_len: int, q_offset: int = 0):
+    """Evaluate a mask function on a full grid by broadcasting; returns bool ``(B, Q, K)``.
+
+    Useful to look at a mask function or to compare it with a dense mask in a test.
+    """
+    b = torch.arange(batch_size)[:, None, None]
+    h = torch.zeros((), dtype=torch.long)
+    q = torch.arange(q_len)[None, :, None] + q_offset
+    k = torch.arange(kv_len)[None, None, :]
+    return function(b, h, q, k).expand(batch_size, q_len, kv_len)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prefix checks
+# ---------------------------------------------------------------------------------------------
+
+
+def prefix_violations(prefix_mask: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows whose prefix is not a prefix: a prefix position comes after a real non-prefix one.
+
+    Such a row would leak the future: the target position before the late "prefix" token would
+    see it through the earlier prefix positions. Padding positions (``attention_mask == 0``) are
+    ignored, so left padding before the prompt is fine.
+
+    Args:
+        prefix_mask: Tensor of shape ``(B, T)``.
+        attention_mask: Tensor of shape ``(B, T)`` or None.
+
+    Returns:
+        Long tensor with the indices of the offending rows (empty when all rows are valid).
+    """
+    prefix = prefix_mask.bool()
+    real = torch.ones_like(prefix) if attention_mask is None else attention_mask.bool()
+    target_seen = torch.cumsum((~prefix & real).long(), dim=-1) > 0  # (B, T)
+    bad = (prefix & real & target_seen).any(dim=-1)  # (B,)
+    return bad.nonzero().flatten()
+
+
+# ---------------------------------------------------------------------------------------------
+# Relative-position buckets
+# ---------------------------------------------------------------------------------------------
+
+
+def relative_positions(
+    query_length: int, key_length: int, past_length: int = 0, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """``key_position - query_position`` for queries at ``past_length ...`` and keys at ``0 ...``.
+
+    Returns:
+        Long tensor of shape ``(query_length, key_length)``; negative = key in the past.
+    """
+    query = torch.arange(query_length, dtype=torch.long, device=device)[:, None] + past_length
+    key = torch.arange(key_length, dtype=torch.long, device=device)[None, :]
+    return key - query
+
+
+def t5_relative_position_bucket(
+    relative_position: torch.Tensor, bidirectional: bool = True, num_buckets: int = 32, max_distance: int = 128
+) -> torch.Tensor:
+    """T5's relative-position buckets (Mesh TensorFlow ``_relative_position_bucket``; Raffel et al. 2020).
+
+    Half of the buckets (of one direction) hold exact distances ``0 .. num_buckets/2 - 1``; the
+    rest grow logarithmically up to ``max_distance``; farther distances share the last bucket.
+    With ``bidirectional=False`` (the T5 decoder) every key after the query falls in bucket 0,
+    the same bucket as distance 0.
+
+    Args:
+        relative_position: Long tensor, ``key_position - query_position``.
+        bidirectional: Separate bucket ranges for keys before and after the query.
+        num_buckets: Number of buckets (split in two when bidirectional).
+        max_distance: Distance from which on all distances share the last bucket.
+
+    Returns:
+        Long tensor of the same shape, values in ``[0, num_buckets)``.
+    """
+    buckets = torch.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative_position > 0).long() * num_buckets
+        distance = relative_position.abs()
+    else:
+        distance = (-relative_position).clamp(min=0)
+    max_exact = num_buckets // 2
+    is_small = distance < max_exact
+    # clamp(min=1) only avoids log(0) on positions that take the exact branch anyway
+    log_ratio = torch.log(distance.clamp(min=1).float() / max_exact) / math.log(max_distance / max_exact)
+    large = (max_exact + (log_ratio * (num_buckets - max_exact)).long()).clamp(max=num_buckets - 1)
+    return buckets + torch.where(is_small, distance, large)
+
+
+def forward_relative_position_bucket(
+    relative_position: torch.Tensor, num_buckets: int, max_distance: int = 128
+) -> torch.Tensor:
+    """Buckets for keys *after* the query (forward distances ``d = key - query >= 1``).
+
+    A T5 decoder's one-way buckets put all of these in bucket 0, so a prefix position cannot
+    tell its right neighbour from a token 50 positions later. This gives them T5's own log
+    bucketing instead: distance ``d`` goes to the one-way bucket of ``d - 1``, so that row 0 of a
+    forward table is distance +1 and no row is wasted on distance 0 (never a forward distance).
+    Non-forward positions (``d <= 0``) map to bucket 0; callers select them away.
+
+    Args:
+        relative_position: Long tensor, ``key_position - query_position``.
+        num_buckets: Number of forward buckets (> 0).
+        max_distance: Distance from which on all distances share the last bucket.
+
+    Returns:
+        Long tensor of the same shape, values in ``[0, num_buckets)``.
+    """
+    distance_minus_one = (relative_position - 1).clamp(min=0)
+    return t5_relative_position_bucket(
+        -distance_minus_one, bidirectional=False, num_buckets=num_buckets, max_distance=max_distance
+    )
