@@ -33,6 +33,7 @@ import os
 from typing import Any
 
 import torch
+from huggingface_hub.dataclasses import strict  # transformers 5 configs are @strict dataclasses
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, T5Config
 from transformers import initialization as init
@@ -42,12 +43,6 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.models.t5.modeling_t5 import T5Attention, T5PreTrainedModel, T5Stack
-
-try:  # transformers 5 configs are @strict dataclasses; new fields must be typed class attributes
-    from huggingface_hub.dataclasses import strict
-except ImportError:  # pragma: no cover - older huggingface_hub
-    def strict(cls):  # noqa: D103
-        return cls
 
 from t5lab.models import masks
 from t5lab.models.loading import LoadReport
@@ -116,7 +111,13 @@ class T5DecoderOnlyConfig(T5Config):
             The config; ``num_layers`` is the T5 ``num_decoder_layers``.
         """
         values = t5_config.to_dict()
-        for key in ("model_type", "architectures", "transformers_version", "is_encoder_decoder", "is_decoder"):
+        for key in (
+            "model_type",
+            "architectures",
+            "transformers_version",
+            "is_encoder_decoder",
+            "is_decoder",
+        ):
             values.pop(key, None)
         values["num_layers"] = t5_config.num_decoder_layers
         # keep T5 v1.1's "no output scaling" (transformers stores it as scale_decoder_outputs)
@@ -146,12 +147,16 @@ class T5PrefixLMSelfAttention(T5Attention):
         super().__init__(config, has_relative_attention_bias=True, layer_idx=layer_idx, is_causal=True)
         self.prefix_forward_buckets = config.prefix_forward_buckets or 0
         self.prefix_forward_bias = (
-            nn.Embedding(self.prefix_forward_buckets, self.n_heads) if self.prefix_forward_buckets > 0 else None
+            nn.Embedding(self.prefix_forward_buckets, self.n_heads)
+            if self.prefix_forward_buckets > 0
+            else None
         )
 
     def compute_bias(self, query_length, key_length, device=None, past_seen_tokens=0):
         """Position bias of shape ``(1, num_heads, query_length, key_length)``."""
-        values = super().compute_bias(query_length, key_length, device=device, past_seen_tokens=past_seen_tokens)
+        values = super().compute_bias(
+            query_length, key_length, device=device, past_seen_tokens=past_seen_tokens
+        )
         if self.prefix_forward_bias is None:
             return values  # t5x: forward distances share the decoder's bucket 0
         relative = masks.relative_positions(
@@ -288,7 +293,11 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
             past_key_values = DynamicCache(config=self.config)
         past = past_key_values.get_seq_length() if past_key_values is not None else 0
 
-        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape != (batch, past + length):
+        if (
+            attention_mask is not None
+            and attention_mask.dim() == 2
+            and attention_mask.shape != (batch, past + length)
+        ):
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)} but must be (batch, past + length) = "
                 f"({batch}, {past + length}): it covers the cached tokens too"
@@ -329,7 +338,9 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             # transformers' ForCausalLMLoss: shifts, ignores -100, token-weighted mean
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
+            )
 
         return CausalLMOutputWithPast(
             loss=loss,
@@ -349,7 +360,9 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
                 f"({batch}, {full_length}), like a 2D attention_mask (with a cache it covers the cached tokens; "
                 "chunked prefill cannot be used with a prefix)"
             )
-        if prefix_mask.dtype.is_floating_point or (prefix_mask.dtype != torch.bool and (prefix_mask > 1).any()):
+        if prefix_mask.dtype.is_floating_point or (
+            prefix_mask.dtype != torch.bool and (prefix_mask > 1).any()
+        ):
             raise ValueError("prefix_mask must hold 0/1 (int or bool) values, 1 on prefix positions")
         if prefix_mask.dtype != torch.bool and (prefix_mask < 0).any():
             raise ValueError("prefix_mask must hold 0/1 (int or bool) values, 1 on prefix positions")
@@ -382,7 +395,9 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
                 )
         return super().generate(inputs, *args, **kwargs)
 
-    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
+    def _update_model_kwargs_for_generation(
+        self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1
+    ):
         # Why override: generate() extends attention_mask by the new tokens but knows nothing of
         # prefix_mask; new tokens are targets, so they extend it with zeros (as transformers does
         # for mm_token_type_ids).
@@ -401,7 +416,9 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
     # -----------------------------------------------------------------------------------------
 
     @classmethod
-    def from_t5(cls, path_or_model: str | os.PathLike | nn.Module, **config_overrides: Any) -> T5DecoderOnlyForCausalLM:
+    def from_t5(
+        cls, path_or_model: str | os.PathLike | nn.Module, **config_overrides: Any
+    ) -> T5DecoderOnlyForCausalLM:
         """Initialise from a T5 encoder-decoder's *decoder*; the cross-attention and encoder are dropped.
 
         Copies the decoder's self-attention, feed-forward, layer norms and relative bias, the
@@ -437,7 +454,9 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
         else:
             path = os.fspath(path_or_model)
             if not os.path.isdir(path):
-                raise ValueError(f"from_t5: {path!r} is not a directory; pass a T5 save_pretrained directory or model")
+                raise ValueError(
+                    f"from_t5: {path!r} is not a directory; pass a T5 save_pretrained directory or model"
+                )
             t5_config = AutoConfig.from_pretrained(path)
             if not isinstance(t5_config, T5Config) or not t5_config.is_encoder_decoder:
                 raise ValueError(

@@ -203,7 +203,10 @@ def relative_positions(
 
 
 def t5_relative_position_bucket(
-    relative_position: torch.Tensor, bidirectional: bool = True, num_buckets: int = 32, max_distance: int = 128
+    relative_position: torch.Tensor,
+    bidirectional: bool = True,
+    num_buckets: int = 32,
+    max_distance: int = 128,
 ) -> torch.Tensor:
     """T5's relative-position buckets (Mesh TensorFlow ``_relative_position_bucket``; Raffel et al. 2020).
 
