@@ -143,16 +143,20 @@ class ClassificationTask(Task):
 _REGISTRY: dict[str, type[Task]] = {}
 # file extension -> task name used when a path is given instead of a name (filled by file tasks)
 _BY_EXTENSION: dict[str, str] = {}
+# name prefix ("hf:") -> task name; the rest of the name is the task's first constructor argument
+_BY_PREFIX: dict[str, str] = {}
 
 T = TypeVar("T", bound=type[Task])
 
 
-def register_task(name: str, *, extensions: Sequence[str] = ()) -> Callable[[T], T]:
+def register_task(name: str, *, extensions: Sequence[str] = (), prefix: str | None = None) -> Callable[[T], T]:
     """Class decorator that registers a :class:`Task` subclass under ``name``.
 
     Args:
         name: The name used in configs and :func:`get_task`.
         extensions: File extensions (``".csv"``) for which a path given as task name picks this task.
+        prefix: A task-name prefix (``"hf:"``) that picks this task; the rest of the name becomes
+            the constructor's first argument (``hf:wikitext`` -> ``HFText("wikitext")``).
 
     Raises:
         ConfigError: If the name is taken by another class, or the class is not a Task.
@@ -175,6 +179,8 @@ def register_task(name: str, *, extensions: Sequence[str] = ()) -> Callable[[T],
             cls.name = name
         for ext in extensions:
             _BY_EXTENSION[ext.lower()] = name
+        if prefix:
+            _BY_PREFIX[prefix] = name
         return cls
 
     return decorate
@@ -182,17 +188,7 @@ def register_task(name: str, *, extensions: Sequence[str] = ()) -> Callable[[T],
 
 def _ensure_builtin_tasks() -> None:
     # Importing the families registers them; done lazily so `import t5lab.tasks.base` stays light.
-    import importlib
-
-    for family in _FAMILIES:
-        try:
-            importlib.import_module(family)
-        except ModuleNotFoundError as err:
-            if err.name != family:  # a family that exists but fails to import is a real error
-                raise
-
-
-_FAMILIES = ("t5lab.tasks.synthetic", "t5lab.tasks.classification", "t5lab.tasks.text")
+    from t5lab.tasks import classification, synthetic, text  # noqa: F401
 
 
 def list_tasks() -> list[str]:
@@ -237,6 +233,14 @@ def get_task(name_or_path: str | Task, **options: Any) -> Task:
         raise ConfigError(f"task must be a task name or a file path, got {name_or_path!r}")
     _ensure_builtin_tasks()
     name = name_or_path
+    for prefix, registered in _BY_PREFIX.items():
+        if name.startswith(prefix):
+            cls = _REGISTRY[registered]
+            first = [k for k in inspect.signature(cls.__init__).parameters if k != "self"][0]
+            resolver = getattr(cls, "for_path", None)
+            if resolver is not None:
+                cls = resolver(name, options)
+            return _construct(cls, {first: name[len(prefix) :], **options})
     if name not in _REGISTRY and _looks_like_path(name):
         ext = Path(name).suffix.lower()
         if ext not in _BY_EXTENSION:
