@@ -1,0 +1,1 @@
+"""PPO for T5 variants: sampling, KL penalty, PPO trainer and pluggable rewards."""
