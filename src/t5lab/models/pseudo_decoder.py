@@ -1,1 +1,551 @@
-"""Work in progress."""
+"""The pseudo decoder-only T5: a T5 decoder that cross-attends to its own (embedded) input.
+
+The T5 encoder stack is replaced by a *pseudo encoder*: the shared token embedding followed by a
+T5LayerNorm (plus, unless ``position_blind=True``, learned absolute position embeddings). The decoder
+is an unchanged transformers ``T5Stack`` (self-attention, cross-attention to the pseudo-encoder
+output, feed-forward) and the LM head is tied to the shared embedding with T5's ``d_model**-0.5``
+output scaling. The idea and the two training modes come from the public "modeling_t5dec.py"
+(T5PseudoDecForConditionalGeneration for transformers 4.x); this is a re-implementation on
+transformers 5 that fixes three of its problems (see the module docs in ``docs/pseudo_decoder.md``):
+
+* causal-LM mode is auto-detected per position (``labels == input_ids`` wherever ``labels != -100``),
+  so a right-padded batch with ``-100`` labels stays causal, and the mode is never stored on ``self``;
+* the causal cross-attention mask is built with transformers' masking utilities, so it has the right
+  type for eager (additive float), sdpa (bool) and flex attention (BlockMask);
+* the non-causal mode is no longer blind to input order (see :class:`T5PseudoEncoder`).
+
+Modes (``forward(..., causal_LM=...)``):
+
+* causal LM: pseudo-encoder input ``shift_right(input_ids)``, decoder input ``shift_right(labels)``,
+  decoder position ``t`` cross-attends pseudo-encoder positions ``<= t`` (input tokens ``< t``);
+  the model predicts ``labels`` (= ``input_ids``).
+* non-causal (seq2seq): pseudo-encoder over ``input_ids``, cross-attention over every non-pad input
+  token, decoder over ``shift_right(labels)``. ``generate()`` uses this mode.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationMixin, PreTrainedModel, T5Config
+from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
+from transformers.models.t5.modeling_t5 import T5LayerNorm, T5PreTrainedModel, T5Stack
+from transformers.utils.generic import can_return_tuple
+
+from t5lab.models.loading import LoadReport, from_pretrained_with_report
+
+logger = logging.getLogger("t5lab")
+
+LOSS_REDUCTIONS = (None, "mean", "sum", "none")
+IGNORE_INDEX = -100
+
+__all__ = [
+    "T5PseudoDecConfig",
+    "T5PseudoEncoder",
+    "T5PseudoDecPreTrainedModel",
+    "T5PseudoDecForConditionalGeneration",
+    "is_causal_lm_batch",
+    "token_weighted_cross_entropy",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------------
+
+
+@strict
+class T5PseudoDecConfig(T5Config):
+    r"""Config of the pseudo decoder-only T5: a ``T5Config`` plus two fields.
+
+    Args:
+        position_blind (`bool`, defaults to `False`):
+            ``True`` reproduces the original pseudo decoder exactly: the pseudo encoder is
+            ``LayerNorm(embed(x))`` with no position information, so in non-causal mode the model
+            cannot see the order of its input tokens. ``False`` adds learned absolute position
+            embeddings in the pseudo encoder.
+        max_position_embeddings (`int`, defaults to 512):
+            Longest input the pseudo encoder's position table covers (unused when position_blind).
+    """
+
+    model_type = "t5_pseudo_dec"
+
+    position_blind: bool = False
+    max_position_embeddings: int = 512
+
+    def __post_init__(self, **kwargs):
+        # A plain T5Config.to_dict() carries model_type="t5"; PreTrainedConfig would set it as an
+        # instance attribute that shadows the class attribute, so from_dict(T5 dict) would still say
+        # "t5". The model type is a property of the class, never of the data.
+        kwargs.pop("model_type", None)
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        """Part of `@strict` validation: T5's checks plus the position table size."""
+        super().validate_architecture()
+        if self.max_position_embeddings < 1:
+            raise ValueError(
+                f"max_position_embeddings must be >= 1, got {self.max_position_embeddings}; "
+                "set it to the longest input you will feed the model"
+            )
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def is_causal_lm_batch(input_ids: torch.Tensor | None, labels: torch.Tensor | None) -> bool:
+    """Whether a batch asks for causal-LM training: ``labels == input_ids`` wherever ``labels != -100``.
+
+    The original model compared whole tensors (``torch.equal``), so a padded batch whose labels carry
+    ``-100`` on padding silently switched to non-causal "copy" mode; comparing only the supervised
+    positions keeps it causal.
+
+    Args:
+        input_ids: ``(B, T)`` token ids, or None.
+        labels: ``(B, T)`` targets with ``-100`` where no loss is wanted, or None.
+
+    Returns:
+        True iff both are given, have the same shape and agree at every supervised position.
+    """
+    if input_ids is None or labels is None or input_ids.shape != labels.shape:
+        return False
+    return bool(((labels == input_ids) | (labels == IGNORE_INDEX)).all())
+
+
+def token_weighted_cross_entropy(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    pad_token_id: int | None = None,
+    reduction: str | None = "mean",
+) -> torch.Tensor:
+    """Cross-entropy where every supervised token weighs the same; ``-100`` and pad labels never count.
+
+    Args:
+        logits: ``(B, T, V)`` unnormalised scores.
+        labels: ``(B, T)`` target ids; ``-100`` (and ``pad_token_id`` when given) are ignored.
+        pad_token_id: id whose label positions are ignored as well (None: only ``-100``).
+        reduction: ``"mean"`` (None means the same): sum over supervised tokens / their count
+            (0 when there is none); ``"sum"``; ``"none"``: ``(B, T)`` per-token losses, 0 where ignored.
+
+    Returns:
+        A scalar, or a ``(B, T)`` tensor for ``reduction="none"``.
+
+    Raises:
+        ValueError: for an unknown reduction.
+    """
+    if reduction not in LOSS_REDUCTIONS:
+        raise ValueError(f"reduce_loss must be one of {LOSS_REDUCTIONS}, got {reduction!r}")
+    keep = labels != IGNORE_INDEX  # (B, T)
+    if pad_token_id is not None:
+        keep &= labels != pad_token_id
+    # Compute in fp32: bf16/fp16 log-softmax over a large vocabulary loses the small probabilities.
+    per_token = nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)),
+        labels.masked_fill(~keep, 0).reshape(-1).to(logits.device),
+        reduction="none",
+    ).view(labels.shape)  # (B, T)
+    per_token = per_token * keep
+    if reduction == "none":
+        return per_token
+    if reduction == "sum":
+        return per_token.sum()
+    return per_token.sum() / keep.sum().clamp(min=1)
+
+
+def _shift_mask_right(attention_mask: torch.Tensor) -> torch.Tensor:
+    """The padding mask of ``shift_right(x)``: the start token (position 0) is always attended. (B, T)"""
+    start = attention_mask.new_ones(attention_mask.shape[0], 1)
+    return torch.cat([start, attention_mask[:, :-1]], dim=1)
+
+
+def _causal_cross_mask_function(q_offset: int) -> Callable:
+    """Mask function: query at absolute position ``q + q_offset`` may see keys at positions <= it.
+
+    In transformers' mask-function convention (index based, so vmap and flex attention can use it).
+    ``q_offset`` is the number of decoder tokens already in the cache during incremental decoding.
+    """
+
+    def causal_cross(batch_idx, head_idx, q_idx, kv_idx):
+        return kv_idx <= q_idx + q_offset
+
+    return causal_cross
+
+
+# --------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------
+
+
+class T5PseudoDecPreTrainedModel(T5PreTrainedModel):
+    """Weight init and config class shared by the pseudo encoder and the full model."""
+
+    config: T5PseudoDecConfig
+    config_class = T5PseudoDecConfig
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # T5PreTrainedModel initialises `shared` only for the classes it knows by name; ours follows
+        # the same Mesh-TensorFlow scheme (N(0, factor)) so a fresh model matches a fresh T5.
+        super()._init_weights(module)
+        factor = self.config.initializer_factor
+        if isinstance(module, T5PseudoDecForConditionalGeneration):
+            init.normal_(module.shared.weight, mean=0.0, std=factor * 1.0)
+        elif isinstance(module, T5PseudoEncoder) and module.embed_positions is not None:
+            # Same scale as the token embedding, as in BERT/GPT-2, so that position and token carry
+            # comparable weight before the layer norm.
+            init.normal_(module.embed_positions.weight, mean=0.0, std=factor * 1.0)
+
+
+class T5PseudoEncoder(T5PseudoDecPreTrainedModel):
+    """The pseudo encoder: ``LayerNorm(embed(x) [+ pos(x)])``, with the interface of a T5 encoder.
+
+    Why absolute positions (and not a relative bias on cross-attention): the pseudo encoder is a bag of
+    embeddings and T5's cross-attention carries no position information, so in non-causal mode the
+    original model's logits do not change when the input tokens are permuted. Adding learned absolute
+    position embeddings here (as BERT/GPT-2 do, Devlin et al. 2019, https://arxiv.org/abs/1810.04805)
+    fixes that inside the one module that is new, leaves transformers' ``T5Stack`` untouched (a
+    cross-attention bias would mean overriding ``T5Stack.forward``), and aligns with the decoder in
+    causal mode, where pseudo-encoder position ``t`` is decoder position ``t``.
+    ``config.position_blind=True`` drops the table and reproduces the original model exactly.
+
+    Weights: ``embed_tokens`` is tied to the model's ``shared`` embedding; ``final_layer_norm`` keeps
+    the name of the T5 encoder's final norm, so loading a plain T5 checkpoint fills it from there.
+    """
+
+    def __init__(self, config: T5PseudoDecConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model)
+        self.embed_positions = (
+            None if config.position_blind else nn.Embedding(config.max_position_embeddings, config.d_model)
+        )
+        self.final_layer_norm = T5LayerNorm(config.d_model, eps=config.layer_norm_epsilon)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
+        self.embed_tokens = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutput:
+        """Embed (and position) the input and normalise it.
+
+        Args:
+            input_ids: ``(B, S)`` token ids (or give ``inputs_embeds`` ``(B, S, d_model)``).
+            attention_mask: accepted for the encoder interface; the pseudo encoder mixes no tokens, so
+                padding only matters to the decoder's cross-attention.
+            inputs_embeds: token embeddings instead of ``input_ids``.
+            **kwargs: generation's encoder kwargs (``output_attentions``, ``return_dict``...), ignored.
+
+        Returns:
+            ``BaseModelOutput`` whose ``last_hidden_state`` is ``(B, S, d_model)``.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("T5PseudoEncoder needs exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)  # (B, S, D)
+        hidden_states = inputs_embeds
+        if self.embed_positions is not None:
+            length = hidden_states.shape[1]
+            if length > self.config.max_position_embeddings:
+                raise ValueError(
+                    f"input has {length} tokens but config.max_position_embeddings="
+                    f"{self.config.max_position_embeddings}; truncate the input or build the model with "
+                    "a larger max_position_embeddings"
+                )
+            positions = torch.arange(length, device=hidden_states.device)  # (S,)
+            hidden_states = hidden_states + self.embed_positions(positions)[None]  # (B, S, D)
+        hidden_states = self.final_layer_norm(hidden_states)
+        return BaseModelOutput(last_hidden_state=hidden_states)
+
+
+class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, GenerationMixin):
+    """Pseudo decoder-only T5 with a tied LM head; seq2seq and causal-LM training, HF generation.
+
+    Example:
+        >>> cfg = T5PseudoDecConfig(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+        >>> model = T5PseudoDecForConditionalGeneration(cfg)
+        >>> ids = torch.tensor([[5, 6, 7, 1]])
+        >>> out = model(input_ids=ids, labels=ids)  # labels == input_ids: causal-LM mode
+        >>> out.logits.shape
+        torch.Size([1, 4, 64])
+    """
+
+    # The first decoder block of some T5 checkpoints carries an unused cross-attention bias.
+    _keys_to_ignore_on_load_unexpected = [r"decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias"]
+    _tied_weights_keys = {
+        "encoder.embed_tokens.weight": "shared.weight",
+        "decoder.embed_tokens.weight": "shared.weight",
+        "lm_head.weight": "shared.weight",
+    }
+
+    def __init__(self, config: T5PseudoDecConfig):
+        super().__init__(config)
+        self.model_dim = config.d_model
+        self.shared = nn.Embedding(config.vocab_size, config.d_model)
+
+        encoder_config = copy.deepcopy(config)
+        encoder_config.is_decoder = False
+        encoder_config.use_cache = False
+        self.encoder = T5PseudoEncoder(encoder_config)
+
+        decoder_config = copy.deepcopy(config)
+        decoder_config.is_decoder = True
+        decoder_config.num_layers = config.num_decoder_layers
+        self.decoder = T5Stack(decoder_config)
+
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+
+    # -- embeddings (tied: shared == encoder.embed_tokens == decoder.embed_tokens == lm_head) -------
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.shared
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
+        self.shared = new_embeddings
+        self.encoder.set_input_embeddings(new_embeddings)
+        self.decoder.set_input_embeddings(new_embeddings)
+
+    def get_encoder(self, modality: str | None = None) -> T5PseudoEncoder:
+        """The pseudo encoder: ``generate()`` runs it once over the whole input (non-causal)."""
+        return self.encoder
+
+    def get_decoder(self) -> T5Stack:
+        return self.decoder
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_t5(
+        cls, path_or_model: str | os.PathLike | PreTrainedModel, **kwargs: Any
+    ) -> T5PseudoDecForConditionalGeneration:
+        """Start from a plain T5 checkpoint, logging which tensors were used, new or left unused.
+
+        Takes the shared embedding, the whole decoder, the (tied) LM head and the encoder's
+        ``final_layer_norm`` (which becomes the pseudo-encoder norm); the encoder blocks are unused and
+        the position table (unless ``position_blind=True``) is new. The :class:`LoadReport` is
+        attached as ``model.load_report``.
+
+        Args:
+            path_or_model: a ``T5ForConditionalGeneration.save_pretrained`` directory, or an in-memory
+                T5 model (``T5ForConditionalGeneration``/``T5Model``).
+            **kwargs: ``from_pretrained`` keyword arguments (config overrides such as
+                ``position_blind=True``, ``attn_implementation=...``).
+
+        Returns:
+            The model in eval mode, with ``model.load_report``.
+        """
+        if isinstance(path_or_model, (str, os.PathLike)):
+            if not os.path.isdir(path_or_model):
+                raise ValueError(
+                    f"T5 checkpoint directory {str(path_or_model)!r} does not exist; pass the directory "
+                    "written by T5ForConditionalGeneration.save_pretrained or an in-memory T5 model"
+                )
+            model, _ = from_pretrained_with_report(cls, str(path_or_model), **kwargs)
+            return model
+        if not isinstance(path_or_model, PreTrainedModel) or not isinstance(path_or_model.config, T5Config):
+            raise ValueError(
+                f"from_t5 expects a T5 checkpoint directory or a T5 model, got {type(path_or_model).__name__}"
+            )
+        source = path_or_model
+        attn = kwargs.pop("attn_implementation", None)
+        config = cls.config_class.from_dict(source.config.to_dict(), **kwargs)
+        if attn is not None:
+            config._attn_implementation = attn
+        model = cls(config)
+        result = model.load_state_dict(source.state_dict(), strict=False)
+        ignored = cls._keys_to_ignore_on_load_unexpected
+        unexpected = [k for k in result.unexpected_keys if not any(re.search(p, k) for p in ignored)]
+        report = LoadReport.from_loading_info(
+            model,
+            {"missing_keys": result.missing_keys, "unexpected_keys": unexpected},
+            source=f"<in-memory {type(source).__name__}>",
+        )
+        model.load_report = report
+        logger.info(report.summary())
+        return model.to(source.dtype).eval()
+
+    # -- forward -----------------------------------------------------------------------------------
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple[torch.Tensor, ...] | None = None,
+        past_key_values: Cache | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        causal_LM: bool | None = None,  # noqa: N803 - the name researchers know from the original model
+        reduce_loss: str | None = None,
+        **kwargs: Any,
+    ) -> Seq2SeqLMOutput:
+        """Run the pseudo encoder and the decoder; compute a token-weighted loss when labels are given.
+
+        Args:
+            input_ids: ``(B, S)`` input tokens (what the decoder cross-attends to).
+            attention_mask: ``(B, S)`` 1 for real tokens, 0 for padding.
+            decoder_input_ids: ``(B, T)``; default ``shift_right(labels)`` (causal mode without labels:
+                ``shift_right(input_ids)``).
+            decoder_attention_mask: ``(B, T)`` decoder padding mask (causal mode default: the shifted
+                ``attention_mask``, since decoder and input are aligned there).
+            encoder_outputs: precomputed pseudo-encoder output (non-causal mode only; generate()).
+            past_key_values: an ``EncoderDecoderCache`` for incremental decoding.
+            labels: ``(B, T)`` targets, ``-100`` where no loss is wanted.
+            use_cache: return the cache (default ``config.use_cache``).
+            causal_LM: True for causal-LM mode, False for seq2seq; None auto-detects causal mode iff
+                ``labels == input_ids`` at every position where ``labels != -100``.
+            reduce_loss: None/"mean" (token-weighted mean), "sum" or "none" (``(B, T)`` per-token
+                losses); label positions equal to ``-100`` or ``pad_token_id`` never contribute.
+            **kwargs: passed to the decoder ``T5Stack`` (``output_attentions``, ...).
+
+        Returns:
+            ``Seq2SeqLMOutput`` with ``logits`` ``(B, T, vocab_size)``.
+
+        Raises:
+            ValueError: unknown ``reduce_loss``; causal mode without ``input_ids``, with
+                ``encoder_outputs``, or with labels of another shape; no decoder input; too long input.
+        """
+        if reduce_loss not in LOSS_REDUCTIONS:
+            raise ValueError(f"reduce_loss must be one of {LOSS_REDUCTIONS}, got {reduce_loss!r}")
+        causal = is_causal_lm_batch(input_ids, labels) if causal_LM is None else bool(causal_LM)
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+
+        if causal:
+            cross_mask, encoder_outputs, decoder_input_ids, decoder_attention_mask = self._causal_inputs(
+                input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs,
+                labels, past_length,
+            )
+        else:
+            if encoder_outputs is None:
+                if input_ids is None:
+                    raise ValueError("pass input_ids (or encoder_outputs) to the pseudo-decoder model")
+                encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+            elif not isinstance(encoder_outputs, BaseModelOutput):
+                encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs[0])
+            cross_mask = attention_mask  # 2D padding mask: T5Stack builds the bidirectional mask
+            if decoder_input_ids is None:
+                if labels is None:
+                    raise ValueError(
+                        "pass labels or decoder_input_ids: the decoder needs an input "
+                        "(or set causal_LM=True to score input_ids as a language model)"
+                    )
+                decoder_input_ids = self._shift_right(labels)
+
+        encoder_hidden = encoder_outputs.last_hidden_state  # (B, S, D)
+        decoder_outputs = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder_hidden,
+            encoder_attention_mask=cross_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        sequence_output = decoder_outputs.last_hidden_state  # (B, T, D)
+        if self.config.scale_decoder_outputs:
+            # Tied head: rescale before projecting on the vocabulary, as T5 does (Mesh TensorFlow).
+            sequence_output = sequence_output * (self.model_dim**-0.5)
+        logits = self.lm_head(sequence_output)  # (B, T, V)
+
+        loss = None
+        if labels is not None:
+            loss = token_weighted_cross_entropy(
+                logits, labels.to(logits.device), self.config.pad_token_id, reduce_loss or "mean"
+            )
+
+        return Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=decoder_outputs.past_key_values,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
+            encoder_last_hidden_state=encoder_hidden,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+        )
+
+    def _causal_inputs(
+        self,
+        input_ids: torch.LongTensor | None,
+        attention_mask: torch.Tensor | None,
+        decoder_input_ids: torch.LongTensor | None,
+        decoder_attention_mask: torch.Tensor | None,
+        encoder_outputs: Any,
+        labels: torch.LongTensor | None,
+        past_length: int,
+    ) -> tuple[Any, BaseModelOutput, torch.LongTensor, torch.Tensor | None]:
+        """Causal-LM mode: shifted pseudo-encoder input and a causal cross-attention mask."""
+        if input_ids is None:
+            raise ValueError("causal_LM=True needs input_ids: the pseudo encoder runs on shift_right(input_ids)")
+        if encoder_outputs is not None:
+            raise ValueError(
+                "causal_LM=True recomputes the pseudo encoder from input_ids; do not pass encoder_outputs "
+                "(generate() is non-causal: call it without causal_LM)"
+            )
+        if labels is not None and labels.shape != input_ids.shape:
+            raise ValueError(
+                f"causal_LM=True needs labels shaped like input_ids, got {tuple(labels.shape)} and "
+                f"{tuple(input_ids.shape)}; use causal_LM=False for seq2seq batches"
+            )
+        batch, length = input_ids.shape
+        encoder_mask = (
+            input_ids.new_ones(batch, length)
+            if attention_mask is None
+            else _shift_mask_right(attention_mask.to(input_ids.device).long())
+        )  # (B, S)
+        encoder_outputs = self.encoder(input_ids=self._shift_right(input_ids))
+        if decoder_input_ids is None:
+            decoder_input_ids = self._shift_right(labels if labels is not None else input_ids)
+        q_length = decoder_input_ids.shape[1]
+        if past_length + q_length > length:
+            raise ValueError(
+                f"causal_LM=True: decoder positions reach {past_length + q_length} but input_ids has only "
+                f"{length} tokens; pass the whole sequence as input_ids"
+            )
+        if decoder_attention_mask is None and attention_mask is not None:
+            # Decoder and input are aligned in causal mode, so the input's padding is the decoder's too.
+            decoder_attention_mask = encoder_mask[:, : past_length + q_length]
+        hidden = encoder_outputs.last_hidden_state  # (B, S, D)
+        # Through transformers' mask factory so the mask has the type the attention backend wants:
+        # additive float (eager), bool (sdpa) or BlockMask (flex). A 4D mask passes through T5Stack's
+        # own create_bidirectional_mask untouched.
+        cross_mask = create_bidirectional_mask(
+            config=self.decoder.config,
+            # only batch size, query length, dtype and device are read from it
+            inputs_embeds=torch.empty((batch, q_length, 0), dtype=hidden.dtype, device=hidden.device),
+            attention_mask=encoder_mask,
+            encoder_hidden_states=hidden,
+            and_mask_function=_causal_cross_mask_function(past_length),
+        )  # (B, 1, T, S)
+        return cross_mask, encoder_outputs, decoder_input_ids, decoder_attention_mask
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return self._shift_right(labels)
+
+
+AutoConfig.register(T5PseudoDecConfig.model_type, T5PseudoDecConfig, exist_ok=True)
+AutoModelForSeq2SeqLM.register(T5PseudoDecConfig, T5PseudoDecForConditionalGeneration, exist_ok=True)
