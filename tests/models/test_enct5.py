@@ -1,0 +1,436 @@
+"""EncT5 (arXiv 2110.08426) against transformers' T5 with copied weights and closed-form losses."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch.nn import functional as F
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    ByT5Tokenizer,
+    T5Config,
+    T5EncoderModel,
+    pipeline,
+)
+from transformers.models.t5.modeling_t5 import T5Stack
+
+import t5lab  # noqa: F401  (registers EncT5 with the Auto classes)
+from t5lab.models.enct5 import EncT5Config, EncT5ForSequenceClassification
+from t5lab.models.loading import from_pretrained_with_report
+from tests.conftest import TINY_T5
+
+SINGLE, MULTI, REG = "single_label_classification", "multi_label_classification", "regression"
+
+
+def make_config(problem_type: str | None = SINGLE, num_labels: int = 3, **overrides) -> EncT5Config:
+    """The reference API: from a T5 dict, then set the EncT5 fields as attributes."""
+    config = EncT5Config.from_dict(T5Config(**{**TINY_T5, **overrides}).to_dict())
+    config.num_decoder_layers = overrides.get("num_decoder_layers", 1)
+    config.problem_type = problem_type
+    config.num_labels = num_labels
+    config.decoder_vocab_size = num_labels if problem_type == MULTI else 1
+    return config
+
+
+def make_model(problem_type: str | None = SINGLE, num_labels: int = 3, **overrides) -> EncT5ForSequenceClassification:
+    torch.manual_seed(0)
+    model = EncT5ForSequenceClassification(make_config(problem_type, num_labels, **overrides)).eval()
+    with torch.no_grad():  # non-zero bias so a wrong bias path shows up in comparisons
+        model.classification_head.out_proj.bias.normal_()
+    return model
+
+
+def batch(b: int = 3, t: int = 7, pad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(2, TINY_T5["vocab_size"], (b, t), generator=g)
+    mask = torch.ones(b, t, dtype=torch.long)
+    if pad:  # right padding of different lengths
+        for i in range(1, b):
+            mask[i, t - 2 * i :] = 0
+        ids = ids.masked_fill(mask == 0, 0)
+    return ids, mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------
+
+
+def test_config_from_t5_dict_becomes_enct5(tmp_path):
+    config = make_config(SINGLE, 3)
+    assert config.model_type == "enct5" and config.to_dict()["model_type"] == "enct5"
+    assert config.num_decoder_layers == 1 and config.decoder_vocab_size == 1
+    assert EncT5Config().num_decoder_layers == 1  # EncT5's default
+    config.save_pretrained(tmp_path)
+    on_disk = json.loads((tmp_path / "config.json").read_text())
+    assert on_disk["model_type"] == "enct5"
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(loaded, EncT5Config)
+    assert (loaded.num_labels, loaded.problem_type, loaded.decoder_vocab_size) == (3, SINGLE, 1)
+
+
+def test_decoder_vocab_size_default_resolves_by_problem_type():
+    for problem_type, num_labels, expected in [(MULTI, 4, 4), (SINGLE, 4, 1), (REG, 2, 1)]:
+        config = EncT5Config(**TINY_T5, num_labels=num_labels, problem_type=problem_type)
+        assert config.decoder_vocab_size is None
+        model = EncT5ForSequenceClassification(config)
+        assert config.decoder_vocab_size == expected
+        assert model.decoder_embeddings.weight.shape == (expected, TINY_T5["d_model"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Parity with transformers' T5 on copied weights
+# ---------------------------------------------------------------------------------------------
+
+
+def test_encoder_matches_hf_t5_encoder_model():
+    model = make_model()
+    hf = T5EncoderModel(T5Config(**TINY_T5)).eval()
+    state = {k: v for k, v in model.state_dict().items() if k.startswith(("shared.", "encoder."))}
+    hf.load_state_dict(state, strict=True)
+    ids, mask = batch()
+    ours = model(ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+    ref = hf(ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(ours, ref)
+
+
+def _hf_decoder(model: EncT5ForSequenceClassification) -> T5Stack:
+    cfg = T5Config(**{**TINY_T5, "num_layers": model.config.num_decoder_layers, "is_decoder": True, "use_cache": False})
+    cfg._attn_implementation = "eager"
+    stack = T5Stack(cfg).eval()
+    missing, unexpected = stack.load_state_dict(model.decoder.state_dict(), strict=False)
+    assert missing == ["embed_tokens.weight"] and unexpected == []  # every block weight was copied
+    return stack
+
+
+@pytest.mark.parametrize("num_decoder_layers", [1, 2])
+def test_single_prompt_decoder_matches_hf_decoder_stack(num_decoder_layers):
+    model = make_model(SINGLE, 3, num_decoder_layers=num_decoder_layers)
+    hf = _hf_decoder(model)
+    ids, mask = batch()
+    out = model(ids, attention_mask=mask, output_hidden_states=True)
+    encoder_states = out.hidden_states[-1]
+    prompts = model.decoder_embeddings(torch.zeros(ids.shape[0], 1, dtype=torch.long))  # (B, 1, d)
+    ref = hf(inputs_embeds=prompts, encoder_hidden_states=encoder_states, encoder_attention_mask=mask)
+    torch.testing.assert_close(out.decoder_hidden_states[-1], ref.last_hidden_state)
+    # and the head is a plain linear layer on the single prompt's output
+    head = model.classification_head.out_proj
+    torch.testing.assert_close(out.logits, head(ref.last_hidden_state[:, 0]))
+
+
+def test_multi_label_prompts_match_hf_decoder_with_full_self_attention():
+    """P = num_labels prompts attend to each other (the reference passes an all-ones decoder mask)."""
+    num_labels = 4
+    model = make_model(MULTI, num_labels)
+    hf = _hf_decoder(model)
+    ids, mask = batch()
+    out = model(ids, attention_mask=mask, output_hidden_states=True)
+    prompts = model.decoder_embeddings.weight.unsqueeze(0).expand(ids.shape[0], -1, -1)  # (B, L, d)
+    full = torch.zeros(ids.shape[0], 1, num_labels, num_labels)  # additive 4D mask: nothing masked
+    ref = hf(
+        inputs_embeds=prompts, attention_mask=full, encoder_hidden_states=out.hidden_states[-1],
+        encoder_attention_mask=mask,
+    ).last_hidden_state  # (B, L, d)
+    torch.testing.assert_close(out.decoder_hidden_states[-1], ref)
+    head = model.classification_head.out_proj
+    per_label = torch.stack([ref[:, i] @ head.weight[i] + head.bias[i] for i in range(num_labels)], dim=1)
+    torch.testing.assert_close(out.logits, per_label)
+    # a causal decoder would give a different first prompt: the mask really is bidirectional
+    causal = hf(inputs_embeds=prompts, encoder_hidden_states=out.hidden_states[-1], encoder_attention_mask=mask)
+    assert not torch.allclose(causal.last_hidden_state[:, 0], ref[:, 0], atol=1e-4)
+
+
+@pytest.mark.parametrize("problem_type,num_labels", [(SINGLE, 3), (MULTI, 4)])
+def test_eager_and_sdpa_agree(tmp_path, problem_type, num_labels):
+    make_model(problem_type, num_labels).save_pretrained(tmp_path)
+    eager = AutoModelForSequenceClassification.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    sdpa = AutoModelForSequenceClassification.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
+    assert sdpa.decoder.config._attn_implementation == "sdpa"
+    assert eager.decoder.config._attn_implementation == "eager"
+    ids, mask = batch()
+    torch.testing.assert_close(eager(ids, attention_mask=mask).logits, sdpa(ids, attention_mask=mask).logits)
+
+
+def test_default_attention_is_sdpa():
+    assert make_model().config._attn_implementation == "sdpa"
+
+
+def test_padding_does_not_change_logits():
+    model = make_model(MULTI, 3)
+    ids, _ = batch(1, 5, pad=False)
+    alone = model(ids).logits
+    padded = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
+    mask = torch.tensor([[1] * 5 + [0] * 4])
+    torch.testing.assert_close(model(padded, attention_mask=mask).logits, alone)
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads and losses
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("problem_type,num_labels", [(SINGLE, 3), (MULTI, 5), (REG, 1), (REG, 2)])
+def test_logits_shape(problem_type, num_labels):
+    model = make_model(problem_type, num_labels)
+    ids, mask = batch(4)
+    out = model(ids, attention_mask=mask, output_hidden_states=True)
+    assert out.logits.shape == (4, num_labels)
+    prompts = num_labels if problem_type == MULTI else 1
+    assert out.decoder_hidden_states[-1].shape == (4, prompts, TINY_T5["d_model"])
+
+
+def test_single_label_loss_is_cross_entropy_ignoring_minus_100():
+    model = make_model(SINGLE, 3)
+    ids, mask = batch(4)
+    labels = torch.tensor([2, 0, -100, 1])
+    out = model(ids, attention_mask=mask, labels=labels)
+    logp = out.logits.log_softmax(-1)
+    keep = labels != -100
+    expected = -logp[keep].gather(1, labels[keep, None]).mean()
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_multi_label_loss_is_bce():
+    model = make_model(MULTI, 3)
+    ids, mask = batch(4)
+    labels = torch.tensor([[1, 0, 1], [0, 0, 0], [1, 1, 1], [0, 1, 0]], dtype=torch.float)
+    out = model(ids, attention_mask=mask, labels=labels)
+    p = out.logits.sigmoid()
+    expected = -(labels * p.log() + (1 - labels) * (1 - p).log()).mean()
+    torch.testing.assert_close(out.loss, expected)
+    # integer multi-hot works too
+    torch.testing.assert_close(model(ids, attention_mask=mask, labels=labels.long()).loss, expected)
+
+
+@pytest.mark.parametrize("num_labels,label_shape", [(1, (4,)), (1, (4, 1)), (2, (4, 2))])
+def test_regression_loss_is_mse(num_labels, label_shape):
+    model = make_model(REG, num_labels)
+    ids, mask = batch(4)
+    labels = torch.randn(label_shape)
+    out = model(ids, attention_mask=mask, labels=labels)
+    expected = ((out.logits - labels.reshape(4, num_labels)) ** 2).mean()
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_problem_type_inference_follows_transformers():
+    ids, mask = batch(2)
+    model = make_model(None, 1)
+    model(ids, attention_mask=mask, labels=torch.tensor([0.5, -1.0]))
+    assert model.config.problem_type == REG
+
+    model = make_model(None, 3)
+    model(ids, attention_mask=mask, labels=torch.tensor([2, 0]))
+    assert model.config.problem_type == SINGLE
+
+    model = make_model(None, 3)
+    model.config.decoder_vocab_size = 3
+    model = EncT5ForSequenceClassification(model.config).eval()  # room for one prompt per label
+    out = model(ids, attention_mask=mask, labels=torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]))
+    assert model.config.problem_type == MULTI
+    torch.testing.assert_close(out.loss, F.binary_cross_entropy_with_logits(out.logits, torch.tensor([[1.0, 0, 1], [0, 1, 0]])))
+
+
+def test_return_dict_false_gives_tuple():
+    model = make_model()
+    ids, mask = batch()
+    loss, logits = model(ids, attention_mask=mask, labels=torch.tensor([0, 1, 2]), return_dict=False)[:2]
+    torch.testing.assert_close(logits, model(ids, attention_mask=mask).logits)
+
+
+def test_attentions_with_eager():
+    model = make_model(MULTI, 3)
+    model.set_attn_implementation("eager")
+    ids, mask = batch()
+    out = model(ids, attention_mask=mask, output_attentions=True)
+    assert len(out.attentions) == TINY_T5["num_layers"] and out.attentions[0].shape == (3, 4, 7, 7)
+    assert out.decoder_attentions[0].shape == (3, 4, 3, 3)
+    assert out.cross_attentions[0].shape == (3, 4, 3, 7)
+    # padded encoder positions get no cross-attention
+    assert out.cross_attentions[0][2, :, :, 7 - 4 :].abs().max() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading from T5, re-initialising, saving
+# ---------------------------------------------------------------------------------------------
+
+
+def test_load_weights_from_pretrained_t5_copies_encoder_and_first_decoder_layers(t5_checkpoint, tiny_t5):
+    model = make_model(SINGLE, 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = model.load_weights_from_pretrained_t5(t5_checkpoint)
+    ours, theirs = model.state_dict(), tiny_t5.state_dict()
+
+    copied = [k for k in ours if k.startswith(("shared.", "encoder.", "decoder.block.0.", "decoder.final_layer_norm"))]
+    assert len(copied) > 20
+    for name in copied:
+        torch.testing.assert_close(ours[name], theirs[name], msg=name)
+    new = ["classification_head.out_proj.bias", "classification_head.out_proj.weight", "decoder_embeddings.weight"]
+    assert report.new == new
+    for name in new:
+        torch.testing.assert_close(ours[name], before[name])  # left as they were
+    assert set(report.used) == set(ours) - set(new)
+    assert report.unused and all(k.startswith("decoder.block.1.") for k in report.unused)
+    assert model.load_report is report
+
+
+def test_auto_from_pretrained_on_plain_t5_dir(t5_checkpoint, tiny_t5):
+    model, report = from_pretrained_with_report(
+        AutoModelForSequenceClassification, t5_checkpoint, config=make_config(SINGLE, 2)
+    )
+    assert isinstance(model, EncT5ForSequenceClassification) and len(model.decoder.block) == 1
+    assert "decoder_embeddings.weight" in report.new and "classification_head.out_proj.weight" in report.new
+    assert any(k.startswith("decoder.block.1.") for k in report.unused)
+    torch.testing.assert_close(
+        model.state_dict()["decoder.block.0.layer.1.EncDecAttention.q.weight"],
+        tiny_t5.state_dict()["decoder.block.0.layer.1.EncDecAttention.q.weight"],
+    )
+    # kwargs route: the class itself with config overrides
+    model2 = EncT5ForSequenceClassification.from_pretrained(t5_checkpoint, num_decoder_layers=1, num_labels=4)
+    assert model2.config.model_type == "enct5" and model2.classification_head.out_proj.out_features == 4
+    torch.testing.assert_close(model2.encoder.block[1].layer[1].DenseReluDense.wi.weight,
+                               tiny_t5.encoder.block[1].layer[1].DenseReluDense.wi.weight)
+
+
+def test_prepare_for_fine_tuning_changes_exactly_prompts_and_head(t5_checkpoint):
+    model = make_model(SINGLE, 3)
+    model.load_weights_from_pretrained_t5(t5_checkpoint)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.prepare_for_fine_tuning()
+    after = model.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed == {"decoder_embeddings.weight", "classification_head.out_proj.weight",
+                       "classification_head.out_proj.bias"}
+    assert torch.count_nonzero(after["classification_head.out_proj.bias"]) == 0
+
+
+def test_save_load_round_trip_through_auto_class(tmp_path):
+    model = make_model(MULTI, 3)
+    ids, mask = batch()
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "enct5"
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, EncT5ForSequenceClassification)
+    torch.testing.assert_close(loaded(ids, attention_mask=mask).logits, model(ids, attention_mask=mask).logits)
+
+
+def test_text_classification_pipeline_runs():
+    config = make_config(SINGLE, 3, vocab_size=384)  # ByT5's 256 bytes + 3 specials + 125 sentinels
+    config.id2label = {0: "neg", 1: "neu", 2: "pos"}
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    torch.manual_seed(0)
+    model = EncT5ForSequenceClassification(config).eval()
+    tokenizer = ByT5Tokenizer()
+    clf = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
+    texts = ["a tiny test", "another, longer sentence to classify"]
+    results = clf(texts)
+    enc = tokenizer(texts, return_tensors="pt", padding=True)
+    probs = model(**enc).logits.softmax(-1)
+    for result, p in zip(results, probs):
+        assert result["label"] == config.id2label[int(p.argmax())]
+        assert result["score"] == pytest.approx(float(p.max()), abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+
+def test_multi_label_needs_a_prompt_per_label():
+    with pytest.raises(ValueError, match="decoder_vocab_size >= num_labels"):
+        EncT5Config(**TINY_T5, problem_type=MULTI, num_labels=3, decoder_vocab_size=2)
+    config = make_config(MULTI, 3)
+    config.decoder_vocab_size = 2  # set after construction, as the reference API does
+    with pytest.raises(ValueError, match="decoder_vocab_size=2 < num_labels=3"):
+        EncT5ForSequenceClassification(config)
+    # inferred multi-label on a single-prompt model
+    model = make_model(None, 3)
+    ids, mask = batch(2)
+    with pytest.raises(ValueError, match="one decoder prompt per label"):
+        model(ids, attention_mask=mask, labels=torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]))
+
+
+def test_unknown_problem_type():
+    with pytest.raises(ValueError, match="unknown"):
+        EncT5Config(**TINY_T5, problem_type="ranking")
+    config = make_config(SINGLE, 3)
+    config.problem_type = "multi_class"
+    with pytest.raises(ValueError, match="problem_type='multi_class' is unknown"):
+        EncT5ForSequenceClassification(config)
+
+
+def test_label_errors():
+    ids, mask = batch(2)
+    single = make_model(SINGLE, 3)
+    with pytest.raises(ValueError, match="needs integer class ids"):
+        single(ids, attention_mask=mask, labels=torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="class id 3 is out of range for num_labels=3"):
+        single(ids, attention_mask=mask, labels=torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="out of range"):
+        single(ids, attention_mask=mask, labels=torch.tensor([-1, 0]))
+    with pytest.raises(ValueError, match="one class id per example"):
+        single(ids, attention_mask=mask, labels=torch.tensor([[0, 1], [1, 2]]))
+
+    reg = make_model(REG, 2)
+    with pytest.raises(ValueError, match=r"regression with num_labels=2 needs labels of shape \(2, 2\)"):
+        reg(ids, attention_mask=mask, labels=torch.tensor([0.5, 1.0]))
+    reg1 = make_model(REG, 1)
+    with pytest.raises(ValueError, match="num_labels=1 needs labels of shape"):
+        reg1(ids, attention_mask=mask, labels=torch.randn(2, 3))
+
+    multi = make_model(MULTI, 3)
+    with pytest.raises(ValueError, match=r"multi-hot labels of shape \(2, 3\)"):
+        multi(ids, attention_mask=mask, labels=torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        multi(ids, attention_mask=mask, labels=torch.tensor([[2.0, 0, 0], [0, 1, 0]]))
+
+
+def test_load_weights_errors(tmp_path, t5_checkpoint):
+    model = make_model()
+    with pytest.raises(ValueError, match="no T5 checkpoint"):
+        model.load_weights_from_pretrained_t5(tmp_path / "missing")
+    wide = EncT5ForSequenceClassification(make_config(SINGLE, 3, d_model=16))
+    with pytest.raises(ValueError, match="d_model=32 \\(model: 16\\)"):
+        wide.load_weights_from_pretrained_t5(t5_checkpoint)
+    deep = EncT5ForSequenceClassification(make_config(SINGLE, 3, num_decoder_layers=3))
+    with pytest.raises(ValueError, match="lower num_decoder_layers"):
+        deep.load_weights_from_pretrained_t5(t5_checkpoint)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("problem_type,num_labels", [(SINGLE, 2), (MULTI, 2)])
+def test_few_steps_learn_a_separable_problem(problem_type, num_labels):
+    """Label = which half of the vocabulary the tokens come from (multi-label: one bit per half)."""
+    model = make_model(problem_type, num_labels)
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (32,), generator=g)
+    low = torch.randint(2, 32, (32, 6), generator=g)
+    ids = torch.where(y[:, None] == 1, low + 32, low)
+    labels = y if problem_type == SINGLE else F.one_hot(y, 2).float()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = model(ids, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0], losses
+    model.eval()
+    accuracy = (model(ids).logits.argmax(-1) == y).float().mean()
+    assert accuracy == 1.0
+
+
+def test_copy_of_config_is_independent():
+    # the model resolves decoder_vocab_size into its config; a deep copy stays consistent
+    model = make_model(MULTI, 3)
+    clone = EncT5ForSequenceClassification(copy.deepcopy(model.config))
+    assert clone.decoder_embeddings.weight.shape == model.decoder_embeddings.weight.shape
