@@ -1,1 +1,367 @@
-"""Work in progress."""
+"""Value heads for PPO: the LM variants with a scalar value per output position.
+
+A PPO policy-and-critic shares one transformer body: the policy is the LM head, the critic is a
+linear value head on the **last decoder hidden state** (the decoder stack's output, after its final
+layer norm). This is the layout of the original ``trl`` value-head models
+(https://github.com/huggingface/trl, ``AutoModelForSeq2SeqLMWithValueHead``; Ziegler et al. 2019,
+"Fine-Tuning Language Models from Human Preferences", arXiv:1909.08593), rebuilt here as plain
+subclasses of the LM classes so that ``generate``, ``save_pretrained``/``from_pretrained`` and the
+Auto classes work unchanged:
+
+========================================  ===================================================  ==========================
+model                                     config (``model_type``)                              Auto class
+========================================  ===================================================  ==========================
+:class:`T5HeadWithValueModel`             ``T5WithValueHeadConfig`` (``t5_with_value_head``)   ``AutoModelForSeq2SeqLM``
+:class:`T5PseudoDecWithValueHead`         ``T5PseudoDecWithValueHeadConfig``                   ``AutoModelForSeq2SeqLM``
+:class:`T5DecoderOnlyWithValueHead`       ``T5DecoderOnlyWithValueHeadConfig``                 ``AutoModelForCausalLM``
+========================================  ===================================================  ==========================
+
+One mixin (:class:`ValueHeadMixin`) does the work; the classes differ only by their LM base class.
+Their forward returns the LM output (same ``logits``/``loss`` as the plain LM) plus ``values`` of
+shape ``(batch, output_len)`` in float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+from transformers import initialization as init
+from transformers.modeling_outputs import CausalLMOutputWithPast, ModelOutput, Seq2SeqLMOutput
+
+from t5lab.models.decoder_only import T5DecoderOnlyConfig, T5DecoderOnlyForCausalLM
+from t5lab.models.loading import LoadReport
+
+logger = logging.getLogger("t5lab")
+
+__all__ = [
+    "T5ValueHead",
+    "ValueHeadMixin",
+    "ValueHeadConfigMixin",
+    "Seq2SeqLMOutputWithValue",
+    "CausalLMOutputWithPastAndValue",
+    "T5WithValueHeadConfig",
+    "T5HeadWithValueModel",
+    "T5DecoderOnlyWithValueHeadConfig",
+    "T5DecoderOnlyWithValueHead",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Seq2SeqLMOutputWithValue(Seq2SeqLMOutput):
+    """:class:`~transformers.modeling_outputs.Seq2SeqLMOutput` plus the value head's output.
+
+    Attributes:
+        values: ``(batch, decoder_len)`` float32, one value per decoder position.
+    """
+
+    values: torch.FloatTensor | None = None
+
+
+@dataclass
+class CausalLMOutputWithPastAndValue(CausalLMOutputWithPast):
+    """:class:`~transformers.modeling_outputs.CausalLMOutputWithPast` plus the value head's output.
+
+    Attributes:
+        values: ``(batch, seq_len)`` float32, one value per position.
+    """
+
+    values: torch.FloatTensor | None = None
+
+
+# LM output class -> the same output with a `values` field; most specific first.
+_OUTPUT_WITH_VALUE: list[tuple[type[ModelOutput], type[ModelOutput]]] = [
+    (Seq2SeqLMOutput, Seq2SeqLMOutputWithValue),
+    (CausalLMOutputWithPast, CausalLMOutputWithPastAndValue),
+]
+
+
+def _with_values(output: ModelOutput, values: torch.Tensor) -> ModelOutput:
+    for lm_cls, value_cls in _OUTPUT_WITH_VALUE:
+        if isinstance(output, lm_cls):
+            # dict(output) holds only the fields that are set, so None fields stay None
+            return value_cls(**dict(output), values=values)
+    raise ValueError(
+        f"the value head does not know the LM output type {type(output).__name__}; "
+        "add it to t5lab.models.value_head._OUTPUT_WITH_VALUE"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(repr=False)
+class ValueHeadConfigMixin:
+    """Config fields of the value head, mixed into a ``T5Config`` subclass (a ``@strict`` dataclass).
+
+    Attributes:
+        value_head_dropout: dropout on the hidden state before the value head; ``None`` uses the
+            model's ``dropout_rate``.
+        value_head_init_scale: the value head's weight is drawn from
+            ``N(0, (initializer_factor * value_head_init_scale)**2 / d_model)`` with a zero bias. The
+            decoder output is RMS-normalised (unit RMS at init), so the initial values have a standard
+            deviation of about ``initializer_factor * value_head_init_scale``: 0.1 keeps them near 0,
+            so early PPO advantages are driven by the rewards rather than by a random critic.
+    """
+
+    value_head_dropout: float | None = None
+    value_head_init_scale: float = 0.1
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        # `T5Config.to_dict()` (and a plain LM checkpoint's config.json) carries the base model_type;
+        # `from_dict` would set it as an instance attribute and hide the subclass's own model_type.
+        kwargs.pop("model_type", None)
+        super().__post_init__(**kwargs)  # type: ignore[misc]
+
+    def validate_value_head(self) -> None:
+        """``@strict`` class validator: the value-head fields are in range."""
+        if self.value_head_dropout is not None and not 0.0 <= self.value_head_dropout < 1.0:
+            raise ValueError(
+                f"value_head_dropout={self.value_head_dropout} is not a probability; "
+                "use a value in [0, 1) or None to reuse dropout_rate"
+            )
+        if self.value_head_init_scale < 0:
+            raise ValueError(
+                f"value_head_init_scale={self.value_head_init_scale} is negative; use a value >= 0 "
+                "(0 starts every value at exactly 0)"
+            )
+
+
+@strict
+class T5WithValueHeadConfig(ValueHeadConfigMixin, T5Config):
+    """``T5Config`` with the value-head fields of :class:`ValueHeadConfigMixin`."""
+
+    model_type = "t5_with_value_head"
+
+
+@strict
+class T5DecoderOnlyWithValueHeadConfig(ValueHeadConfigMixin, T5DecoderOnlyConfig):
+    """``T5DecoderOnlyConfig`` with the value-head fields of :class:`ValueHeadConfigMixin`."""
+
+    model_type = "t5_decoder_only_with_value_head"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Head
+# ---------------------------------------------------------------------------------------------------------
+
+
+class T5ValueHead(nn.Module):
+    """Dropout + ``Linear(d_model, 1)`` on the last decoder hidden state, computed in float32.
+
+    Args:
+        config: a T5-family config; ``value_head_dropout`` is used when the config has it (and it is
+            not ``None``), else ``dropout_rate``.
+
+    Attributes:
+        detach_input: when True the hidden state is detached before the head, so a value loss trains
+            the head but sends no gradient into the body (see ``detach_head``).
+    """
+
+    def __init__(self, config: T5Config) -> None:
+        super().__init__()
+        p = getattr(config, "value_head_dropout", None)
+        self.dropout = nn.Dropout(config.dropout_rate if p is None else p)
+        self.summary = nn.Linear(config.d_model, 1)
+        self.detach_input = False
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Values for every position.
+
+        Args:
+            hidden_states: ``(batch, len, d_model)``, any float dtype.
+
+        Returns:
+            ``(batch, len)`` float32.
+        """
+        if self.detach_input:
+            hidden_states = hidden_states.detach()
+        # Upcast input and weights: a bf16 body (or a bf16 `.to()` of the whole model) must not
+        # quantise the critic's regression target scale; values feed GAE and the value loss.
+        h = self.dropout(hidden_states.float())  # (B, T, D) fp32
+        bias = None if self.summary.bias is None else self.summary.bias.float()
+        return F.linear(h, self.summary.weight.float(), bias).squeeze(-1)  # (B, T)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Mixin
+# ---------------------------------------------------------------------------------------------------------
+
+
+class ValueHeadMixin:
+    """Adds ``v_head`` to a transformers LM class; put it first in the bases: ``(ValueHeadMixin, LM)``.
+
+    The subclass's ``forward`` is the LM's forward (same signature, so ``generate`` validates its
+    kwargs as for the LM) that also returns ``values``. The last decoder hidden state is taken with a
+    forward hook on the decoder stack for the duration of the call, so the LM forward runs unchanged
+    and no ``output_hidden_states`` of every layer is kept.
+    """
+
+    v_head: T5ValueHead
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            return
+        lm_forward = _lm_base(cls).forward
+
+        # functools.wraps keeps the LM forward's signature (via __wrapped__) and docstring:
+        # GenerationMixin inspects `self.forward`'s parameters to validate and route kwargs.
+        @functools.wraps(lm_forward)
+        def forward(self: ValueHeadMixin, *args: Any, **kw: Any) -> ModelOutput | tuple:
+            return self._forward_with_values(lm_forward, *args, **kw)
+
+        cls.forward = forward  # type: ignore[method-assign]
+
+    def __init__(self, config: T5Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)  # type: ignore[call-arg]  # the LM's post_init ran
+        self.v_head = T5ValueHead(config)
+        # Keep the head's weights in fp32 when loading with dtype=bf16/fp16 (the strict variant of the
+        # flag applies to bf16 too); values are computed in fp32 regardless.
+        self._keep_in_fp32_modules_strict = {*(self._keep_in_fp32_modules_strict or ()), "v_head"}
+        # A second post_init initialises only the new head: modules initialised by the first one are
+        # flagged `_is_hf_initialized` and skipped; it also re-collects tied/fp32 keys.
+        self.post_init()  # type: ignore[attr-defined]
+
+    # -- weights ------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # Dispatch on the head's Linear itself, not on T5ValueHead: transformers skips modules without
+        # parameters of their own when initialising custom-code models. `init.*` leaves tensors that
+        # were loaded from a checkpoint alone.
+        v_head = self._modules.get("v_head")  # type: ignore[attr-defined]
+        if v_head is None or module is not v_head.summary:
+            super()._init_weights(module)  # type: ignore[misc]
+            return
+        cfg = self.config  # type: ignore[attr-defined]
+        scale = getattr(cfg, "value_head_init_scale", 0.1)
+        std = cfg.initializer_factor * scale * cfg.d_model**-0.5
+        init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            init.zeros_(module.bias)
+
+    # Overridden to report what a load did: starting from a plain LM checkpoint is the usual case and
+    # the fresh head (plus anything else that was not in the checkpoint) should be visible.
+    # Covered by tests/models/test_value_head.py::test_from_plain_lm_checkpoint*.
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
+        """``from_pretrained`` of the LM class; also builds a :class:`~t5lab.models.loading.LoadReport`.
+
+        Works on a plain LM checkpoint (the head is new and freshly initialised) and on a value-head
+        checkpoint (the head is loaded). The report is attached as ``model.load_report`` and logged
+        (``logging.getLogger("t5lab")``): INFO when only the head is new, WARNING when body tensors
+        were missing from the checkpoint too.
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(  # type: ignore[misc]
+            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+        )
+        report = LoadReport.from_loading_info(model, info, source=str(pretrained_model_name_or_path))
+        model.load_report = report
+        new_body = [n for n in report.new if not n.startswith("v_head.")]
+        logger.log(logging.WARNING if new_body else logging.INFO, report.summary())
+        return (model, info) if want_info else model
+
+    # -- head control -------------------------------------------------------------------------------
+
+    def detach_head(self) -> None:
+        """Stop gradients from the value head into the body (the head itself still trains)."""
+        self.v_head.detach_input = True
+
+    def attach_head(self) -> None:
+        """Let gradients of a value loss flow into the body again (the default)."""
+        self.v_head.detach_input = False
+
+    @property
+    def head_detached(self) -> bool:
+        """Whether :meth:`detach_head` is in effect."""
+        return self.v_head.detach_input
+
+    def value_head_stack(self) -> nn.Module:
+        """The module whose output is the last decoder hidden state (``(B, T, d_model)`` first item).
+
+        Defaults to ``get_decoder()`` (``self.decoder`` for the T5 variants); override for a body that
+        stores its stack elsewhere.
+        """
+        return self.get_decoder()  # type: ignore[attr-defined]
+
+    # -- forward ------------------------------------------------------------------------------------
+
+    def _forward_with_values(self, lm_forward: Any, *args: Any, **kwargs: Any) -> ModelOutput | tuple:
+        return_dict = kwargs.pop("return_dict", None)
+        if return_dict is None:
+            return_dict = getattr(self.config, "return_dict", True)  # type: ignore[attr-defined]
+        captured: list[torch.Tensor] = []
+
+        def grab_last_hidden_state(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            captured.append(output[0])  # (B, T, D): after the final layer norm (and its dropout)
+
+        handle = self.value_head_stack().register_forward_hook(grab_last_hidden_state)
+        try:
+            output = lm_forward(self, *args, return_dict=True, **kwargs)
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise RuntimeError(
+                f"expected the decoder stack to run once per forward, it ran {len(captured)} times; "
+                "override value_head_stack() to return the module that produces the last hidden state"
+            )
+        values = self.v_head(captured[0])  # (B, T) fp32
+        output = _with_values(output, values)
+        return output if return_dict else output.to_tuple()
+
+
+def _lm_base(cls: type) -> type:
+    """The first class in ``cls``'s MRO that is not a value-head class and defines ``forward``."""
+    for base in cls.__mro__[1:]:
+        if not issubclass(base, ValueHeadMixin) and "forward" in base.__dict__:
+            return base
+    raise TypeError(f"{cls.__name__} needs an LM base class with a forward, e.g. (ValueHeadMixin, LMClass)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------------
+
+
+class T5HeadWithValueModel(ValueHeadMixin, T5ForConditionalGeneration):
+    """transformers' ``T5ForConditionalGeneration`` with a value head; ``values``: ``(B, decoder_len)``."""
+
+    config_class = T5WithValueHeadConfig
+    config: T5WithValueHeadConfig
+
+
+AutoConfig.register(T5WithValueHeadConfig.model_type, T5WithValueHeadConfig, exist_ok=True)
+AutoModelForSeq2SeqLM.register(T5WithValueHeadConfig, T5HeadWithValueModel, exist_ok=True)
+
+
+class T5DecoderOnlyWithValueHead(ValueHeadMixin, T5DecoderOnlyForCausalLM):
+    """:class:`~t5lab.models.decoder_only.T5DecoderOnlyForCausalLM` with a value head; ``values``: ``(B, seq_len)``."""
+
+    config_class = T5DecoderOnlyWithValueHeadConfig
+    config: T5DecoderOnlyWithValueHeadConfig
+
+
+AutoConfig.register(T5DecoderOnlyWithValueHeadConfig.model_type, T5DecoderOnlyWithValueHeadConfig, exist_ok=True)
+AutoModelForCausalLM.register(T5DecoderOnlyWithValueHeadConfig, T5DecoderOnlyWithValueHead, exist_ok=True)

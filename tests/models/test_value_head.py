@@ -1,0 +1,413 @@
+"""Value-head models: the LM's logits unchanged, values = head(last decoder hidden state), and the
+PPO plumbing (detach/attach, loading from a plain LM checkpoint, save/load, generate, bf16).
+
+Every model is tiny and fp32 unless a test says otherwise; references are the plain LM classes with
+copied weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch.nn import functional as F  # noqa: N812
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+import t5lab  # noqa: F401  (registers the model types with the Auto classes)
+from t5lab.models.decoder_only import T5DecoderOnlyConfig, T5DecoderOnlyForCausalLM
+from t5lab.models.value_head import (
+    CausalLMOutputWithPastAndValue,
+    Seq2SeqLMOutputWithValue,
+    T5DecoderOnlyWithValueHead,
+    T5DecoderOnlyWithValueHeadConfig,
+    T5HeadWithValueModel,
+    T5ValueHead,
+    T5WithValueHeadConfig,
+)
+from tests.conftest import TINY_T5
+
+# ---------------------------------------------------------------------------------------------------------
+# Variants
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    lm_config: type
+    lm_model: type
+    vh_config: type
+    vh_model: type
+    auto: type
+    config_kwargs: dict[str, Any]
+    seq2seq: bool
+
+    def lm(self, seed: int = 0) -> Any:
+        torch.manual_seed(seed)
+        return self.lm_model(self.lm_config(**self.config_kwargs)).eval()
+
+    def vh(self, seed: int = 1, **overrides: Any) -> Any:
+        torch.manual_seed(seed)
+        return self.vh_model(self.vh_config(**{**self.config_kwargs, **overrides})).eval()
+
+    def batch(self, with_labels: bool = True) -> dict[str, torch.Tensor]:
+        """Two rows, the second one padded, so masks matter."""
+        g = torch.Generator().manual_seed(123)
+        input_ids = torch.randint(2, 64, (2, 7), generator=g)
+        attention_mask = torch.ones_like(input_ids)
+        attention_mask[1, 5:] = 0
+        labels = torch.randint(2, 64, (2, 5 if self.seq2seq else 7), generator=g)
+        if self.seq2seq:
+            labels[1, 4:] = -100
+            batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        else:
+            input_ids[1, 5:] = 0
+            labels = input_ids.masked_fill(attention_mask == 0, -100)
+            labels[:, :3] = -100  # no loss on the prefix
+            prefix_mask = torch.zeros_like(input_ids)
+            prefix_mask[:, :3] = 1
+            batch = {"input_ids": input_ids, "attention_mask": attention_mask, "prefix_mask": prefix_mask}
+        if with_labels:
+            batch["labels"] = labels
+        return batch
+
+    def output_len(self, batch: dict[str, torch.Tensor]) -> int:
+        return batch["labels"].shape[1] if self.seq2seq else batch["input_ids"].shape[1]
+
+
+DECODER_ONLY_KWARGS = {k: v for k, v in TINY_T5.items() if k not in ("num_decoder_layers", "decoder_start_token_id")}
+
+VARIANTS = [
+    Variant(
+        "t5", T5Config, T5ForConditionalGeneration, T5WithValueHeadConfig, T5HeadWithValueModel,
+        AutoModelForSeq2SeqLM, TINY_T5, seq2seq=True,
+    ),
+    Variant(
+        "decoder_only", T5DecoderOnlyConfig, T5DecoderOnlyForCausalLM, T5DecoderOnlyWithValueHeadConfig,
+        T5DecoderOnlyWithValueHead, AutoModelForCausalLM, DECODER_ONLY_KWARGS, seq2seq=False,
+    ),
+]
+
+
+@pytest.fixture(params=VARIANTS, ids=lambda v: v.name)
+def variant(request) -> Variant:
+    return request.param
+
+
+def copy_body(vh_model: Any, lm_model: Any) -> None:
+    """Load the plain LM's weights into the value-head model; only the head may be left out."""
+    result = vh_model.load_state_dict(lm_model.state_dict(), strict=False)
+    assert sorted(result.missing_keys) == ["v_head.summary.bias", "v_head.summary.weight"]
+    assert result.unexpected_keys == []
+
+
+def last_decoder_hidden_state(variant: Variant, lm: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The decoder stack's output of the plain LM, taken from ``output_hidden_states`` (not a hook)."""
+    out = lm(**batch, output_hidden_states=True)
+    hidden = out.decoder_hidden_states if variant.seq2seq else out.hidden_states
+    return hidden[-1]  # (B, T, D), tied by transformers to the stack's last_hidden_state
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Forward: logits unchanged, values = head(last decoder hidden state)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_logits_and_loss_equal_plain_lm(variant):
+    lm, vh = variant.lm(), variant.vh()
+    copy_body(vh, lm)
+    batch = variant.batch()
+    with torch.no_grad():
+        ref, out = lm(**batch), vh(**batch)
+    torch.testing.assert_close(out.logits, ref.logits, rtol=0, atol=0)
+    torch.testing.assert_close(out.loss, ref.loss, rtol=0, atol=0)
+    assert isinstance(out, Seq2SeqLMOutputWithValue if variant.seq2seq else CausalLMOutputWithPastAndValue)
+
+
+def test_values_are_head_of_last_decoder_hidden_state(variant):
+    lm, vh = variant.lm(), variant.vh()
+    copy_body(vh, lm)
+    batch = variant.batch()
+    with torch.no_grad():
+        values = vh(**batch).values
+        hidden = last_decoder_hidden_state(variant, lm, batch)  # (B, T, D)
+        expected = F.linear(hidden, vh.v_head.summary.weight, vh.v_head.summary.bias).squeeze(-1)
+    assert values.shape == (2, variant.output_len(batch))
+    assert values.dtype == torch.float32
+    torch.testing.assert_close(values, expected)
+    # a head on the logits or on the embeddings would not match this reference
+    assert not torch.allclose(values, torch.zeros_like(values))
+
+
+def test_t5_values_match_an_explicit_decoder_stack_call():
+    """Independent of output_hidden_states: run HF's encoder and decoder stacks by hand."""
+    variant = VARIANTS[0]
+    lm, vh = variant.lm(), variant.vh()
+    copy_body(vh, lm)
+    batch = variant.batch()
+    with torch.no_grad():
+        enc = lm.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        dec = lm.decoder(
+            input_ids=lm._shift_right(batch["labels"]),
+            encoder_hidden_states=enc,
+            encoder_attention_mask=batch["attention_mask"],
+        ).last_hidden_state  # (B, T_dec, D), after final_layer_norm
+        expected = dec @ vh.v_head.summary.weight[0] + vh.v_head.summary.bias[0]
+        torch.testing.assert_close(vh(**batch).values, expected)
+
+
+def test_return_dict_false_gives_tuple_with_values_last(variant):
+    vh = variant.vh()
+    batch = variant.batch()
+    with torch.no_grad():
+        as_dict = vh(**batch)
+        as_tuple = vh(**batch, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[-1], as_dict.values)
+    torch.testing.assert_close(as_tuple[0], as_dict.loss)
+
+
+def test_value_head_dropout_and_init():
+    cfg = T5WithValueHeadConfig(**TINY_T5)
+    assert T5ValueHead(cfg).dropout.p == cfg.dropout_rate
+    assert T5ValueHead(T5WithValueHeadConfig(**TINY_T5, value_head_dropout=0.3)).dropout.p == 0.3
+    # init: N(0, (factor * scale)^2 / d_model), zero bias; initial values are near 0
+    torch.manual_seed(0)
+    model = T5HeadWithValueModel(T5WithValueHeadConfig(**{**TINY_T5, "d_model": 64, "initializer_factor": 2.0}))
+    w = model.v_head.summary.weight
+    expected_std = 2.0 * 0.1 * 64**-0.5
+    assert 0.6 * expected_std < w.std().item() < 1.5 * expected_std
+    assert torch.count_nonzero(model.v_head.summary.bias) == 0
+    zero = T5HeadWithValueModel(T5WithValueHeadConfig(**TINY_T5, value_head_init_scale=0.0)).eval()
+    batch = VARIANTS[0].batch()
+    with torch.no_grad():
+        assert torch.count_nonzero(zero(**batch).values) == 0
+        values = model.eval()(**{k: v.clamp(max=63) for k, v in batch.items()}).values
+    # hidden states have unit RMS at init, so values have std ~ factor * scale = 0.2
+    assert values.abs().mean().item() < 0.5
+
+
+def test_value_head_dropout_is_active_in_train_mode():
+    vh = VARIANTS[0].vh(value_head_dropout=0.5)
+    batch = VARIANTS[0].batch()
+    with torch.no_grad():
+        eval_values = vh(**batch).values
+        vh.train()
+        torch.manual_seed(0)
+        train_values = vh(**batch).values
+    assert not torch.allclose(eval_values, train_values)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_config_model_types_and_auto_registration(variant):
+    cfg = variant.vh_config(**variant.config_kwargs)
+    assert AutoConfig.for_model(cfg.model_type).__class__ is variant.vh_config
+    # from the plain LM's config dict (model_type of the LM), the subclass's model type wins
+    plain = variant.lm_config(**variant.config_kwargs).to_dict()
+    assert plain["model_type"] != cfg.model_type
+    loaded = variant.vh_config.from_dict(plain)
+    assert loaded.model_type == cfg.model_type == loaded.to_dict()["model_type"]
+    assert type(variant.auto.from_config(cfg)) is variant.vh_model
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("value_head_dropout", 1.5, "value_head_dropout=1.5 is not a probability"),
+     ("value_head_init_scale", -1.0, "value_head_init_scale=-1.0 is negative")],
+)
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(Exception, match=message):
+        T5WithValueHeadConfig(**TINY_T5, **{field: value})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# detach_head / attach_head
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _value_loss_grads(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
+    model.zero_grad(set_to_none=True)
+    model(**batch).values.pow(2).sum().backward()
+    return {name: p.grad for name, p in model.named_parameters()}
+
+
+def test_detach_head_stops_body_gradients_and_attach_restores(variant):
+    vh = variant.vh(value_head_init_scale=1.0)
+    batch = variant.batch(with_labels=variant.seq2seq)  # seq2seq needs labels for the decoder inputs
+    body = [n for n, _ in vh.named_parameters() if not n.startswith("v_head.")]
+    assert body
+
+    vh.detach_head()
+    assert vh.head_detached
+    grads = _value_loss_grads(vh, batch)
+    for name in body:
+        assert grads[name] is None or torch.count_nonzero(grads[name]) == 0, name
+    assert torch.count_nonzero(grads["v_head.summary.weight"]) > 0
+    assert torch.count_nonzero(grads["v_head.summary.bias"]) > 0
+
+    vh.attach_head()
+    assert not vh.head_detached
+    grads = _value_loss_grads(vh, batch)
+    with_grad = [n for n in body if grads[n] is not None and torch.count_nonzero(grads[n]) > 0]
+    assert "decoder.final_layer_norm.weight" in with_grad
+    assert "shared.weight" in with_grad
+    assert torch.count_nonzero(grads["v_head.summary.weight"]) > 0
+
+
+def test_detached_head_still_lets_the_lm_loss_train_the_body(variant):
+    vh = variant.vh()
+    vh.detach_head()
+    out = vh(**variant.batch())
+    (out.loss + out.values.sum()).backward()
+    assert torch.count_nonzero(vh.decoder.final_layer_norm.weight.grad) > 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading and saving
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_from_plain_lm_checkpoint_keeps_body_and_reports_new_head(variant, tmp_path, caplog):
+    lm = variant.lm()
+    lm.save_pretrained(tmp_path / "lm")
+    with caplog.at_level(logging.INFO, logger="t5lab"):
+        vh = variant.vh_model.from_pretrained(tmp_path / "lm")
+    assert type(vh) is variant.vh_model
+    assert vh.config.model_type == variant.vh_config.model_type
+    lm_state = lm.state_dict()
+    for name, tensor in vh.state_dict().items():
+        if name.startswith("v_head."):
+            continue
+        torch.testing.assert_close(tensor, lm_state[name], rtol=0, atol=0, msg=name)
+    assert vh.load_report.new == ["v_head.summary.bias", "v_head.summary.weight"]
+    assert vh.load_report.unused == []
+    assert "2 new (randomly initialised)" in caplog.text and "v_head.summary" in caplog.text
+    # the head got the small value-head init, not the generic one of a Linear (std = initializer_factor)
+    assert vh.v_head.summary.weight.std().item() < 0.1
+    assert torch.count_nonzero(vh.v_head.summary.bias) == 0
+    # and the logits are the checkpoint's
+    batch = variant.batch()
+    with torch.no_grad():
+        torch.testing.assert_close(vh(**batch).logits, lm(**batch).logits, rtol=0, atol=0)
+
+
+def test_from_plain_lm_checkpoint_output_loading_info(tmp_path):
+    VARIANTS[0].lm().save_pretrained(tmp_path)
+    model, info = T5HeadWithValueModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert sorted(info["missing_keys"]) == ["v_head.summary.bias", "v_head.summary.weight"]
+
+
+def test_save_load_round_trip_through_auto_class(variant, tmp_path):
+    vh = variant.vh()
+    with torch.no_grad():  # a head that is clearly not a fresh init
+        vh.v_head.summary.weight.normal_()
+        vh.v_head.summary.bias.fill_(0.25)
+    vh.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert not list(Path(tmp_path).glob("*.bin"))
+    loaded = variant.auto.from_pretrained(tmp_path)
+    assert type(loaded) is variant.vh_model
+    assert loaded.load_report.new == []
+    for name, tensor in vh.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+    batch = variant.batch()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(**batch).values, vh(**batch).values)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_generate_cached_equals_uncached(variant):
+    vh = variant.vh()
+    batch = variant.batch(with_labels=False)
+    kwargs = dict(
+        max_new_tokens=6, do_sample=False, output_scores=True, return_dict_in_generate=True,
+        # a random tiny model repeats one token; these keep the greedy path varied and full length
+        suppress_tokens=[0, 1], no_repeat_ngram_size=1,
+    )
+    if variant.seq2seq:
+        kwargs["decoder_start_token_id"] = 0
+    cached = vh.generate(**batch, use_cache=True, **kwargs)
+    uncached = vh.generate(**batch, use_cache=False, **kwargs)
+    torch.testing.assert_close(cached.sequences, uncached.sequences, rtol=0, atol=0)
+    for a, b in zip(cached.scores, uncached.scores, strict=True):
+        torch.testing.assert_close(a, b)
+    new = cached.sequences[:, -6:]
+    assert new.unique().numel() > 1  # a real decode, not a run of one token
+    # generate is the LM's generate: the plain LM with the same body decodes the same tokens
+    lm = variant.lm()
+    copy_body(vh, lm)
+    plain = lm.generate(**batch, use_cache=True, **kwargs)
+    torch.testing.assert_close(vh.generate(**batch, use_cache=True, **kwargs).sequences, plain.sequences)
+
+
+def test_values_with_kv_cache_equal_full_forward(variant):
+    vh = variant.vh(value_head_init_scale=1.0)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        if variant.seq2seq:
+            input_ids = torch.randint(2, 64, (2, 6), generator=g)
+            decoder_ids = torch.randint(2, 64, (2, 5), generator=g)
+            full = vh(input_ids=input_ids, decoder_input_ids=decoder_ids).values  # (B, 5)
+            enc = vh.get_encoder()(input_ids=input_ids)
+            past, steps = None, []
+            for t in range(decoder_ids.shape[1]):
+                out = vh(
+                    encoder_outputs=enc, decoder_input_ids=decoder_ids[:, t : t + 1],
+                    past_key_values=past, use_cache=True,
+                )
+                past = out.past_key_values
+                steps.append(out.values)  # (B, 1)
+        else:
+            ids = torch.randint(2, 64, (2, 7), generator=g)
+            full = vh(input_ids=ids, use_cache=False).values  # (B, 7)
+            out = vh(input_ids=ids[:, :3], use_cache=True)  # prompt in one go, then token by token
+            past, steps = out.past_key_values, [out.values]
+            for t in range(3, ids.shape[1]):
+                out = vh(input_ids=ids[:, t : t + 1], past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                steps.append(out.values)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Precision
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_bf16_body_returns_float32_values(variant):
+    vh = variant.vh(value_head_init_scale=1.0)
+    batch = variant.batch()
+    with torch.no_grad():
+        ref = vh(**batch).values
+        vh.to(torch.bfloat16)
+        out = vh(**batch)
+    assert out.logits.dtype == torch.bfloat16
+    assert out.values.dtype == torch.float32
+    torch.testing.assert_close(out.values, ref, rtol=0.1, atol=0.1)
+
+
+def test_bf16_load_keeps_the_head_in_float32(variant, tmp_path):
+    variant.vh().save_pretrained(tmp_path)
+    loaded = variant.auto.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert loaded.shared.weight.dtype == torch.bfloat16
+    assert loaded.v_head.summary.weight.dtype == torch.float32
+    with torch.no_grad():
+        assert loaded(**variant.batch()).values.dtype == torch.float32
