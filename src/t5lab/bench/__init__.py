@@ -1,0 +1,71 @@
+"""`t5lab bench`: speed measured side by side against the transformers reference.
+
+>>> from t5lab.bench import run_bench
+>>> rows = run_bench(["lm_training"], shape="tiny", repeats=2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+from t5lab.bench.core import Comparison, Measurement, interleaved
+
+__all__ = ["Comparison", "Measurement", "interleaved", "run_bench", "format_table"]
+
+
+def run_bench(cases: list[str] | None = None, shape: str | None = None, repeats: int = 3,
+              out: str | os.PathLike | None = None, **options) -> list[Comparison]:
+    """Run the named comparisons (all when None) and optionally write the raw numbers as JSON.
+
+    Args:
+        cases: names from :data:`t5lab.bench.cases.CASES`.
+        shape: "small" or "tiny"; None keeps each case's own default.
+        repeats: timed rounds per candidate (after warm-up), interleaved.
+        out: path of a JSON file with every row, its ratio and the machine it ran on.
+    """
+    import torch
+
+    from t5lab.bench.cases import CASES
+    from t5lab.errors import T5LabError
+
+    names = list(CASES) if not cases else cases
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        raise T5LabError(f"unknown bench case(s) {unknown}; choose from {sorted(CASES)}")
+    rows: list[Comparison] = []
+    for name in names:
+        kwargs = dict(repeats=repeats, **options.get(name, {}))
+        if shape is not None and "shape" in CASES[name].__code__.co_varnames:
+            kwargs["shape"] = shape
+        rows.extend(CASES[name](**kwargs))
+    if out is not None:
+        payload = {
+            "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                        "cpus": os.cpu_count(), "torch": torch.__version__,
+                        "threads": torch.get_num_threads()},
+            "rows": [r.as_dict() for r in rows],
+        }
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+        os.replace(tmp, out)
+    return rows
+
+
+def format_table(rows: list[Comparison]):
+    """A rich table: case, candidate vs reference, both values, the ratio and the target."""
+    from rich.table import Table
+
+    table = Table(title="t5lab bench (medians of interleaved repeats)")
+    for col in ("case", "candidate", "reference", "metric", "candidate", "reference", "ratio", "target"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.case, r.candidate, r.reference, r.metric, f"{r.candidate_value:.4g}",
+                      f"{r.reference_value:.4g}", f"{r.raw_ratio:.2f}x", r.target)
+    return table

@@ -1,0 +1,262 @@
+"""The comparisons of ``t5lab bench``: each builds its candidates and reference side by side.
+
+Shapes: "small" is the t5-small shape (d_model 512, 6+6 layers, 8 heads, d_ff 2048, vocab 32128);
+"tiny" is d_model 128, 2+2 layers, vocab 384. Data are random token ids from a seeded generator,
+identical for every candidate of a comparison.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+
+import torch
+from transformers import T5Config, T5ForConditionalGeneration, T5ForSequenceClassification
+
+from t5lab.bench.core import Comparison, interleaved
+
+SHAPES: dict[str, dict] = {
+    "small": dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8),
+    "tiny": dict(vocab_size=384, d_model=128, d_kv=32, d_ff=512, num_layers=2, num_heads=4),
+}
+
+COMMON = dict(dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+
+
+def t5_config(shape: str, **overrides) -> T5Config:
+    return T5Config(**{**SHAPES[shape], **COMMON, **overrides})
+
+
+# ---------------------------------------------------------------------------------------------
+# model builders: the same weights layout for each variant, seeded
+
+
+def build_lm(variant: str, shape: str, seed: int = 0) -> torch.nn.Module:
+    """A fresh LM of the given t5lab variant name at a bench shape."""
+    torch.manual_seed(seed)
+    base = t5_config(shape).to_dict()
+    if variant == "hf_t5":
+        return T5ForConditionalGeneration(t5_config(shape))
+    if variant == "pseudo_dec":
+        from t5lab.models.pseudo_decoder import T5PseudoDecConfig, T5PseudoDecForConditionalGeneration
+
+        return T5PseudoDecForConditionalGeneration(T5PseudoDecConfig.from_dict(base))
+    if variant == "decoder_only":
+        from t5lab.models.decoder_only import T5DecoderOnlyConfig, T5DecoderOnlyForCausalLM
+
+        return T5DecoderOnlyForCausalLM(T5DecoderOnlyConfig.from_dict(base))
+    raise ValueError(f"unknown LM variant {variant!r}")
+
+
+def lm_batch(variant: str, vocab: int, batch: int, src_len: int, tgt_len: int, seed: int = 0) -> dict:
+    """Random (input, target) ids formulated for the variant; every variant sees the same tokens."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(3, vocab, (batch, src_len), generator=g)
+    tgt = torch.randint(3, vocab, (batch, tgt_len), generator=g)
+    if variant in ("hf_t5", "pseudo_dec"):
+        return dict(input_ids=src, attention_mask=torch.ones_like(src), labels=tgt)
+    seq = torch.cat([src, tgt], dim=1)
+    labels = seq.clone()
+    labels[:, :src_len] = -100
+    prefix = torch.zeros_like(seq)
+    prefix[:, :src_len] = 1
+    return dict(input_ids=seq, attention_mask=torch.ones_like(seq), labels=labels, prefix_mask=prefix)
+
+
+def train_step_fn(model, batch, optimizer, autocast_dtype=None, device_type="cpu") -> Callable[[], None]:
+    def step():
+        ctx = (
+            torch.autocast(device_type, dtype=autocast_dtype)
+            if autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with ctx:
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. training tokens/s of each LM variant vs transformers' T5
+
+
+def lm_training(shape: str = "small", batch: int = 8, src_len: int = 64, tgt_len: int = 64,
+                repeats: int = 3, variants=("pseudo_dec", "decoder_only")) -> list[Comparison]:
+    cfg = t5_config(shape)
+    fns, work = {}, {}
+    for variant in ("hf_t5", *variants):
+        model = build_lm(variant, shape).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        fns[variant] = train_step_fn(model, lm_batch(variant, cfg.vocab_size, batch, src_len, tgt_len), opt)
+        work[variant] = batch * (src_len + tgt_len)
+    m = interleaved(fns, work, "tokens", repeats=repeats, warmup=1)
+    return [
+        Comparison("lm_training", v, "hf_t5", "train tokens/s", m[v].rate, m["hf_t5"].rate, ">= 1.0x",
+                   extra={"shape": shape, "batch": batch, "src_len": src_len, "tgt_len": tgt_len})
+        for v in variants
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. EncT5 vs transformers' T5ForSequenceClassification
+
+
+def enct5_vs_t5_classification(shape: str = "small", batch: int = 8, seq_len: int = 128,
+                               num_labels: int = 2, repeats: int = 3) -> list[Comparison]:
+    from t5lab.models.enct5 import EncT5Config, EncT5ForSequenceClassification
+
+    torch.manual_seed(0)
+    ref_cfg = t5_config(shape, num_labels=num_labels)
+    ref = T5ForSequenceClassification(ref_cfg)
+    enc_cfg = EncT5Config.from_dict(t5_config(shape).to_dict())
+    enc_cfg.num_decoder_layers = 1
+    enc_cfg.num_labels = num_labels
+    enc_cfg.problem_type = "single_label_classification"
+    enc = EncT5ForSequenceClassification(enc_cfg)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, ref_cfg.vocab_size, (batch, seq_len), generator=g)
+    ids[:, -1] = 1  # T5ForSequenceClassification pools the eos token
+    data = dict(input_ids=ids, attention_mask=torch.ones_like(ids),
+                labels=torch.randint(0, num_labels, (batch,), generator=g))
+    rows = []
+    fns = {}
+    for name, model in (("t5_seq_cls", ref), ("enct5", enc)):
+        model.train()
+        fns[name] = train_step_fn(model, data, torch.optim.AdamW(model.parameters(), lr=1e-4))
+    m = interleaved(fns, batch, "samples", repeats=repeats)
+    rows.append(Comparison("enct5_train", "enct5", "t5_seq_cls", "train samples/s",
+                           m["enct5"].rate, m["t5_seq_cls"].rate, ">= 2.5x",
+                           extra={"shape": shape, "batch": batch, "seq_len": seq_len}))
+    infer = {}
+    for name, model in (("t5_seq_cls", ref), ("enct5", enc)):
+        model.eval()
+        inputs = {k: v for k, v in data.items() if k != "labels"}
+
+        def run(model=model, inputs=inputs):
+            with torch.inference_mode():
+                model(**inputs)
+
+        infer[name] = run
+    m = interleaved(infer, batch, "samples", repeats=repeats)
+    rows.append(Comparison("enct5_infer", "enct5", "t5_seq_cls", "inference samples/s",
+                           m["enct5"].rate, m["t5_seq_cls"].rate, ">= 2.5x",
+                           extra={"shape": shape, "batch": batch, "seq_len": seq_len}))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. fast path (bf16 autocast + torch.compile + fused AdamW) vs fp32 eager
+
+
+def matmul_rate(dtype: torch.dtype, n: int = 1024, repeats: int = 3) -> float:
+    """Measured dense matmul FLOP/s on this machine for ``dtype`` (the MFU denominator)."""
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def t5_train_flops(cfg: T5Config, batch: int, src_len: int, tgt_len: int) -> float:
+    """Model FLOPs of one training step (forward + backward = 3x forward), matmuls only.
+
+    Per token a linear layer of p weights costs 2p FLOPs forward (Kaplan et al. 2020, sec. 2.1);
+    attention adds 2 * 2 * T * (heads * d_kv) per token per layer for QK^T and AV.
+    """
+    d, dff, inner = cfg.d_model, cfg.d_ff, cfg.num_heads * cfg.d_kv
+    ff = (3 if cfg.is_gated_act else 2) * d * dff
+    attn_proj = 4 * d * inner
+    enc_layer = attn_proj + ff
+    dec_layer = 2 * attn_proj + ff
+    fwd = 2 * batch * (
+        src_len * cfg.num_layers * enc_layer
+        + tgt_len * (cfg.num_decoder_layers * dec_layer + d * cfg.vocab_size)
+    )
+    fwd += 2 * 2 * batch * inner * (
+        cfg.num_layers * src_len**2 + cfg.num_decoder_layers * (tgt_len**2 + tgt_len * src_len)
+    )
+    return 3 * fwd
+
+
+def bf16_helps(peak32: float, peak16: float) -> bool:
+    """bf16 autocast pays only where the CPU/GPU has native bf16 matmuls (AMX, AVX512-BF16, tensor
+    cores); on an AVX2-only CPU bf16 matmuls are emulated and ~100x slower than fp32."""
+    return peak16 > 1.2 * peak32
+
+
+def fast_path(shape: str = "small", batch: int = 8, src_len: int = 128, tgt_len: int = 32,
+              repeats: int = 3, compile: bool = True, precision: str = "auto") -> list[Comparison]:
+    cfg = t5_config(shape)
+    data = lm_batch("hf_t5", cfg.vocab_size, batch, src_len, tgt_len)
+    peak32, peak16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
+    use_bf16 = bf16_helps(peak32, peak16) if precision == "auto" else precision == "bf16"
+    torch.manual_seed(0)
+    eager = T5ForConditionalGeneration(cfg).train()
+    fast = T5ForConditionalGeneration(cfg).train()
+    fast.load_state_dict(eager.state_dict())
+    fast_model = torch.compile(fast) if compile else fast
+    fns = {
+        "fp32_eager": train_step_fn(eager, data, torch.optim.AdamW(eager.parameters(), lr=1e-4)),
+        "fast": train_step_fn(fast_model, data,
+                              torch.optim.AdamW(fast.parameters(), lr=1e-4, fused=True),
+                              autocast_dtype=torch.bfloat16 if use_bf16 else None),
+    }
+    tokens = batch * (src_len + tgt_len)
+    m = interleaved(fns, tokens, "tokens", repeats=repeats, warmup=2)
+    flops = t5_train_flops(cfg, batch, src_len, tgt_len)
+    name = "+".join([("bf16" if use_bf16 else "fp32"), *(["compile"] if compile else []), "fused"])
+    return [Comparison(
+        "fast_path", name, "fp32_eager", "train tokens/s", m["fast"].rate, m["fp32_eager"].rate,
+        ">= 1.8x",
+        extra={"shape": shape, "batch": batch, "src_len": src_len, "tgt_len": tgt_len,
+               "matmul_gflops_fp32": peak32 / 1e9, "matmul_gflops_bf16": peak16 / 1e9,
+               "mfu_fp32_eager": flops / m["fp32_eager"].median_s / peak32,
+               "mfu_fast": flops / m["fast"].median_s / (peak16 if use_bf16 else peak32)},
+    )]
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. cached generation ms/token vs transformers' generate on T5
+
+
+def generation(shape: str = "small", prompt_len: int = 32, new_tokens: int = 32, batch: int = 1,
+               repeats: int = 3, variants=("pseudo_dec", "decoder_only")) -> list[Comparison]:
+    cfg = t5_config(shape)
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(3, cfg.vocab_size, (batch, prompt_len), generator=g)
+    fns = {}
+    for variant in ("hf_t5", *variants):
+        model = build_lm(variant, shape).eval()
+
+        def run(model=model):
+            with torch.inference_mode():
+                out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                                     max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                     do_sample=False, use_cache=True)
+            return out
+
+        fns[variant] = run
+    m = interleaved(fns, new_tokens, "tokens", repeats=repeats)
+    return [
+        Comparison("generation", v, "hf_t5", "ms/token", 1e3 * m[v].median_s / new_tokens,
+                   1e3 * m["hf_t5"].median_s / new_tokens, "<= 1.0x", higher_is_better=False,
+                   extra={"shape": shape, "prompt_len": prompt_len, "new_tokens": new_tokens})
+        for v in variants
+    ]
+
+
+CASES: dict[str, Callable[..., list[Comparison]]] = {
+    "lm_training": lm_training,
+    "enct5": enct5_vs_t5_classification,
+    "fast_path": fast_path,
+    "generation": generation,
+}
