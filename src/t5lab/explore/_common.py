@@ -1,0 +1,156 @@
+"""Helpers shared by the explorer: what kind of model this is, loading model dirs, tokenizing.
+
+The explorer treats every variant through the contract of ``docs/developing.md``:
+
+- ``seq2seq``: ``config.is_encoder_decoder`` (``t5``, ``pseudo_dec``): encoder input -> decoder labels.
+- ``causal``: a causal LM (``decoder_only``, ``gpt2``); a ``decoder_only`` prefix LM also takes
+  ``prefix_mask`` (1 on the prompt), so the prompt is read bidirectionally.
+- ``classifier``: a sequence classifier (``enct5``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from t5lab.errors import T5LabError
+
+SEQ2SEQ, CAUSAL, CLASSIFIER = "seq2seq", "causal", "classifier"
+
+
+def model_kind(model: Any) -> str:
+    """Return ``"seq2seq"``, ``"causal"`` or ``"classifier"`` for a transformers model."""
+    config = model.config
+    if getattr(config, "is_encoder_decoder", False):
+        return SEQ2SEQ
+    name = type(model).__name__
+    if "SequenceClassification" in name or "Classifier" in name:
+        return CLASSIFIER
+    return CAUSAL
+
+
+def is_prefix_lm(model: Any) -> bool:
+    """True when the model takes ``prefix_mask`` (a ``decoder_only`` prefix LM)."""
+    config = model.config
+    for key in ("prefix_lm", "is_prefix_lm"):
+        if hasattr(config, key):
+            return bool(getattr(config, key))
+    objective = getattr(config, "objective", None) or getattr(config, "lm_objective", None)
+    if isinstance(objective, str):
+        return "prefix" in objective
+    return False
+
+
+def context_length(model: Any, tokenizer: Any = None) -> int | None:
+    """The longest input the model accepts, or None when it has no hard limit (relative positions)."""
+    config = model.config
+    for key in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    # T5's relative positions have no hard limit; a tokenizer saved with a model_max_length states one
+    value = getattr(tokenizer, "model_max_length", None)
+    if isinstance(value, int) and 0 < value < 1_000_000:
+        return value
+    return None
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover - a model without parameters
+        return torch.device("cpu")
+
+
+def load_model_dir(path: str | os.PathLike, attn_implementation: str | None = None) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` from an HF model directory (``save_pretrained`` output).
+
+    The Auto class is chosen from the config: seq2seq LM, causal LM or sequence classifier.
+
+    Raises:
+        T5LabError: the directory does not exist or holds no loadable model.
+    """
+    import transformers
+
+    import t5lab  # noqa: F401  (registers the t5lab variants with the Auto classes)
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise T5LabError(f"{path}: no config.json; give a run directory or a save_pretrained model directory")
+    config = transformers.AutoConfig.from_pretrained(path)
+    kwargs: dict[str, Any] = {}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    if "SequenceClassification" in archs:
+        auto = transformers.AutoModelForSequenceClassification
+    elif getattr(config, "is_encoder_decoder", False):
+        auto = transformers.AutoModelForSeq2SeqLM
+    else:
+        auto = transformers.AutoModelForCausalLM
+    try:
+        model = auto.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise T5LabError(f"{path}: cannot load the model ({str(err).splitlines()[0]})") from err
+    model.eval()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError) as err:
+        raise T5LabError(f"{path}: no tokenizer saved next to the model; save it with save_pretrained") from err
+    return model, tokenizer
+
+
+def ensure_pad(tokenizer: Any) -> Any:
+    """Give tokenizers without a pad token (GPT-2) one: the EOS token, as transformers does."""
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def tokenize(
+    tokenizer: Any,
+    texts: list[str],
+    *,
+    padding_side: str = "right",
+    add_special_tokens: bool = True,
+    device: torch.device | None = None,
+) -> dict[str, torch.Tensor]:
+    """Tokenize a batch with padding on ``padding_side``; returns ``input_ids``/``attention_mask`` (B, T)."""
+    ensure_pad(tokenizer)
+    old = tokenizer.padding_side
+    tokenizer.padding_side = padding_side
+    try:
+        enc = tokenizer(list(texts), padding=True, return_tensors="pt", add_special_tokens=add_special_tokens)
+    finally:
+        tokenizer.padding_side = old
+    out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    if device is not None:
+        out = {k: v.to(device) for k, v in out.items()}
+    return out
+
+
+def causal_add_special_tokens(tokenizer: Any) -> bool:
+    """Whether to add special tokens to a causal-LM prompt.
+
+    T5-style tokenizers append ``</s>`` to every text; a causal LM must not see an end-of-sequence
+    token at the end of its prompt, so special tokens are left out there. GPT-2's tokenizer adds none.
+    """
+    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return not (tokenizer.eos_token_id is not None and probe and probe[-1] == tokenizer.eos_token_id)
+
+
+def check_context(model: Any, tokenizer: Any, lengths: list[int], extra: int = 0) -> None:
+    """Raise T5LabError when an input (plus ``extra`` new tokens) is longer than the model's context."""
+    limit = context_length(model, tokenizer)
+    if limit is None:
+        return
+    longest = max(lengths, default=0)
+    if longest + extra > limit:
+        plus = f" + {extra} new tokens" if extra else ""
+        raise T5LabError(
+            f"prompt of {longest} tokens{plus} is longer than the model's context of {limit} tokens; "
+            "shorten the prompt or ask for fewer new tokens"
+        )

@@ -1,0 +1,286 @@
+"""Loading a run directory (or a bare model directory) for exploration.
+
+A run directory is what ``t5lab train`` writes (docs/developing.md, "Run directories")::
+
+    runs/<name>/<timestamp>/  config.yaml  metrics.csv  samples.txt  model/  checkpoints/  DONE
+
+The explorer reads it without importing ``t5lab.train``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from t5lab.errors import T5LabError
+from t5lab.explore._common import CLASSIFIER, load_model_dir, model_kind
+
+VARIANT_OF_MODEL_TYPE = {
+    "t5": "t5",
+    "t5_pseudo_dec": "pseudo_dec",
+    "t5_decoder_only": "decoder_only",
+    "enct5": "enct5",
+    "gpt2": "gpt2",
+}
+
+
+class MetricsTable:
+    """The rows of ``metrics.csv``: one per logged step, empty cells as None."""
+
+    def __init__(self, rows: list[dict[str, float | None]], columns: list[str]):
+        self.rows = rows
+        self.columns = columns
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> MetricsTable:
+        """Read a ``metrics.csv``; a missing file gives an empty table."""
+        path = Path(path)
+        if not path.is_file():
+            return cls([], [])
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            columns = list(reader.fieldnames or [])
+            rows = [{k: _number(v) for k, v in row.items() if k is not None} for row in reader]
+        return cls(rows, columns)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def check(self, name: str) -> None:
+        """Raise T5LabError unless ``name`` is a column with at least one value."""
+        if name not in self.columns or all(r.get(name) is None for r in self.rows):
+            known = ", ".join(c for c in self.columns if any(r.get(c) is not None for r in self.rows)) or "none"
+            raise T5LabError(f"unknown metric {name!r}; metrics.csv has: {known}")
+
+    def series(self, name: str, x: str = "step") -> tuple[list[float], list[float]]:
+        """``(xs, ys)`` of the rows where both ``x`` and ``name`` have a value (x falls back to row index)."""
+        xs, ys = [], []
+        for i, row in enumerate(self.rows):
+            y = row.get(name)
+            xv = row.get(x, i) if x in self.columns else i
+            if y is not None and xv is not None and not math.isnan(y):
+                xs.append(xv)
+                ys.append(y)
+        return xs, ys
+
+    def last(self, name: str) -> float | None:
+        """The last logged value of a column, or None."""
+        _, ys = self.series(name)
+        return ys[-1] if ys else None
+
+    def __repr__(self) -> str:
+        return f"MetricsTable({len(self.rows)} rows, columns={self.columns})"
+
+
+def _number(v: str | None) -> float | None:
+    if v is None or v == "":
+        return None
+    try:
+        f = float(v)
+    except ValueError:
+        return None
+    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+
+
+def resolve_run_dir(path: str | os.PathLike) -> Path:
+    """The run directory for ``path``: itself, its ``model/`` parent, or the newest timestamped child."""
+    p = Path(path)
+    if not p.exists():
+        raise T5LabError(f"{p}: no such run or model directory; check the path (runs/<name>/<timestamp>)")
+    if (p / "config.yaml").is_file() or (p / "config.json").is_file():
+        return p
+    children = sorted(c for c in p.iterdir() if c.is_dir() and (c / "config.yaml").is_file())
+    if children:
+        finished = [c for c in children if (c / "DONE").exists()]
+        return (finished or children)[-1]
+    raise T5LabError(f"{p}: not a run directory (no config.yaml) nor a model directory (no config.json)")
+
+
+@dataclass
+class Run:
+    """A loaded run (or a bare model directory).
+
+    Attributes:
+        path: the run directory (or the model directory).
+        model: the model in eval mode (None when loaded with ``load_model=False``).
+        tokenizer: its tokenizer.
+        config: the resolved ``ExperimentConfig`` (None for a bare model directory).
+        metrics: the ``metrics.csv`` table (empty for a bare model directory).
+        model_dir: where the model was loaded from.
+    """
+
+    path: Path
+    model: Any
+    tokenizer: Any
+    config: Any
+    metrics: MetricsTable
+    model_dir: Path
+    raw_config: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        if self.config is not None and (self.path / "config.yaml").is_file():
+            return f"{getattr(self.config, 'name', self.path.parent.name)}/{self.path.name}"
+        return self.path.name
+
+    @property
+    def variant(self) -> str:
+        if self.config is not None and getattr(self.config, "model", None) is not None:
+            return str(self.config.model.variant)
+        if self.raw_config.get("model", {}).get("variant"):
+            return str(self.raw_config["model"]["variant"])
+        import json
+
+        cfg = self.model_dir / "config.json"
+        if cfg.is_file():
+            model_type = json.loads(cfg.read_text()).get("model_type", "?")
+            return VARIANT_OF_MODEL_TYPE.get(model_type, model_type)
+        return "?"
+
+    @cached_property
+    def splits(self) -> dict[str, list]:
+        """The task's ``train``/``val``/``test`` records, rebuilt deterministically from the config."""
+        if self.config is None:
+            raise T5LabError(f"{self.path} is a model directory without config.yaml; it has no data splits")
+        from t5lab.tasks import build_splits
+
+        return build_splits(self.config.data)
+
+    def num_parameters(self) -> int | None:
+        """Parameter count, from the loaded model or the safetensors headers (tied weights once)."""
+        if self.model is not None:
+            return sum(p.numel() for p in self.model.parameters())
+        files = sorted(self.model_dir.glob("*.safetensors"))
+        if not files:
+            return None
+        from safetensors import safe_open
+
+        seen: set[str] = set()
+        total = 0
+        for f in files:
+            with safe_open(str(f), framework="pt") as st:
+                for key in st.keys():
+                    if key not in seen:
+                        seen.add(key)
+                        total += math.prod(st.get_slice(key).get_shape())
+        return total
+
+    def tokens_per_second(self) -> float | None:
+        """Training throughput: a logged tokens/s column, else last ``tokens`` / elapsed time."""
+        for col in ("tokens_per_s", "tokens_per_sec", "train_tokens_per_s", "throughput"):
+            if col in self.metrics.columns:
+                _, ys = self.metrics.series(col)
+                if ys:
+                    return sum(ys) / len(ys)
+        for col in ("time", "elapsed", "elapsed_s", "wall_time", "train_time"):
+            if col in self.metrics.columns and "tokens" in self.metrics.columns:
+                pairs = [(r["tokens"], r[col]) for r in self.metrics.rows if r.get("tokens") and r.get(col)]
+                if pairs and pairs[-1][1] > 0:
+                    return pairs[-1][0] / pairs[-1][1]
+        return None
+
+    def batches(self, split: str = "val", batch_size: int | None = None) -> list[dict[str, torch.Tensor]]:
+        """Model batches of a split, built the way training built them (``t5lab.formulation``)."""
+        if split not in ("train", "val", "test"):
+            raise T5LabError(f"unknown split {split!r}; use train, val or test")
+        records = self.splits[split]
+        if not records:
+            raise T5LabError(f"the {split} split of {self.name} is empty; pick another split")
+        size = batch_size or (self.config.train.eval_batch_size or self.config.train.batch_size)
+        from t5lab.explore.formulate import make_batches
+
+        return make_batches(self, records, size)
+
+    def evaluate(self, split: str = "val", batch_size: int | None = None) -> dict[str, float]:
+        """Loss, perplexity (LMs) or accuracy (classifiers) on a split, token-weighted over the split."""
+        from t5lab.explore.formulate import evaluate_batches
+
+        return evaluate_batches(self.model, self.batches(split, batch_size))
+
+    def verify_stable_load(self, rtol: float = 1e-4, atol: float = 1e-5) -> dict[str, float]:
+        """Check that the saved model reproduces the stored validation loss, deterministically.
+
+        Recomputes the validation loss from the saved model and the rebuilt val split and compares
+        it with the last logged ``val_loss`` of ``metrics.csv``; also checks that two forward passes
+        give identical outputs.
+
+        Returns:
+            ``{"stored": ..., "recomputed": ...}``.
+
+        Raises:
+            T5LabError: no stored val_loss, a mismatch, or non-deterministic outputs.
+        """
+        stored = self.metrics.last("val_loss")
+        if stored is None:
+            raise T5LabError(f"{self.name}: metrics.csv has no val_loss to compare with; was validation run?")
+        batches = self.batches("val")
+        result = self.evaluate("val")
+        recomputed = result["loss"]
+        if not math.isclose(recomputed, stored, rel_tol=rtol, abs_tol=atol):
+            raise T5LabError(
+                f"{self.name}: recomputed val_loss {recomputed:.6f} != stored {stored:.6f}; the saved model, "
+                "tokenizer or data split does not match the run"
+            )
+        model = self.model
+        with torch.no_grad():
+            inputs = {k: v for k, v in batches[0].items()}
+            first = model(**inputs).logits
+            second = model(**inputs).logits
+        if not torch.equal(first, second):
+            raise T5LabError(f"{self.name}: two forward passes differ; the model is not deterministic in eval mode")
+        return {"stored": stored, "recomputed": recomputed}
+
+
+def load_run(
+    run_dir: str | os.PathLike, load_model: bool = True, attn_implementation: str | None = None
+) -> Run:
+    """Load a run directory (or an HF model directory): model, tokenizer, config, metrics, splits.
+
+    Args:
+        run_dir: ``runs/<name>/<timestamp>`` (``runs/<name>`` picks its newest run), the run's
+            ``model/`` directory, or any ``save_pretrained`` model directory.
+        load_model: load the model and tokenizer (False: metrics and config only, for plots).
+        attn_implementation: e.g. ``"eager"`` to load for attention maps.
+
+    Returns:
+        A :class:`Run`; ``run.splits`` rebuilds the task's data splits on first access.
+
+    Raises:
+        T5LabError: the path is missing or is neither a run nor a model directory.
+    """
+    path = resolve_run_dir(run_dir)
+    config = None
+    raw: dict[str, Any] = {}
+    if (path / "config.yaml").is_file():
+        model_dir = path / "model"
+        import yaml
+
+        raw = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        try:
+            from t5lab.config import load_config
+
+            config = load_config(path / "config.yaml")
+        except ImportError:  # pragma: no cover - the config module is part of the package
+            config = None
+    elif path.name == "model" and (path.parent / "config.yaml").is_file():
+        return load_run(path.parent, load_model, attn_implementation)
+    else:
+        model_dir = path
+    metrics = MetricsTable.read(path / "metrics.csv")
+    model = tokenizer = None
+    if load_model:
+        if not (model_dir / "config.json").is_file():
+            raise T5LabError(f"{path}: the run has no saved model in {model_dir}; did training finish?")
+        model, tokenizer = load_model_dir(model_dir, attn_implementation)
+    return Run(path, model, tokenizer, config, metrics, model_dir, raw)
+
+
+def is_classifier(run: Run) -> bool:
+    return run.model is not None and model_kind(run.model) == CLASSIFIER
