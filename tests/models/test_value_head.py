@@ -25,12 +25,15 @@ from transformers import (
 
 import t5lab  # noqa: F401  (registers the model types with the Auto classes)
 from t5lab.models.decoder_only import T5DecoderOnlyConfig, T5DecoderOnlyForCausalLM
+from t5lab.models.pseudo_decoder import T5PseudoDecConfig, T5PseudoDecForConditionalGeneration
 from t5lab.models.value_head import (
     CausalLMOutputWithPastAndValue,
     Seq2SeqLMOutputWithValue,
     T5DecoderOnlyWithValueHead,
     T5DecoderOnlyWithValueHeadConfig,
     T5HeadWithValueModel,
+    T5PseudoDecWithValueHead,
+    T5PseudoDecWithValueHeadConfig,
     T5ValueHead,
     T5WithValueHeadConfig,
 )
@@ -91,6 +94,10 @@ VARIANTS = [
     Variant(
         "t5", T5Config, T5ForConditionalGeneration, T5WithValueHeadConfig, T5HeadWithValueModel,
         AutoModelForSeq2SeqLM, TINY_T5, seq2seq=True,
+    ),
+    Variant(
+        "pseudo_dec", T5PseudoDecConfig, T5PseudoDecForConditionalGeneration, T5PseudoDecWithValueHeadConfig,
+        T5PseudoDecWithValueHead, AutoModelForSeq2SeqLM, TINY_T5, seq2seq=True,
     ),
     Variant(
         "decoder_only", T5DecoderOnlyConfig, T5DecoderOnlyForCausalLM, T5DecoderOnlyWithValueHeadConfig,

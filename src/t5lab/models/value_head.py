@@ -44,6 +44,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast, ModelOutput, S
 
 from t5lab.models.decoder_only import T5DecoderOnlyConfig, T5DecoderOnlyForCausalLM
 from t5lab.models.loading import LoadReport
+from t5lab.models.pseudo_decoder import T5PseudoDecConfig, T5PseudoDecForConditionalGeneration
 
 logger = logging.getLogger("t5lab")
 
@@ -55,6 +56,8 @@ __all__ = [
     "CausalLMOutputWithPastAndValue",
     "T5WithValueHeadConfig",
     "T5HeadWithValueModel",
+    "T5PseudoDecWithValueHeadConfig",
+    "T5PseudoDecWithValueHead",
     "T5DecoderOnlyWithValueHeadConfig",
     "T5DecoderOnlyWithValueHead",
 ]
@@ -152,6 +155,13 @@ class T5WithValueHeadConfig(ValueHeadConfigMixin, T5Config):
     """``T5Config`` with the value-head fields of :class:`ValueHeadConfigMixin`."""
 
     model_type = "t5_with_value_head"
+
+
+@strict
+class T5PseudoDecWithValueHeadConfig(ValueHeadConfigMixin, T5PseudoDecConfig):
+    """``T5PseudoDecConfig`` with the value-head fields of :class:`ValueHeadConfigMixin`."""
+
+    model_type = "t5_pseudo_dec_with_value_head"
 
 
 @strict
@@ -354,6 +364,20 @@ class T5HeadWithValueModel(ValueHeadMixin, T5ForConditionalGeneration):
 
 AutoConfig.register(T5WithValueHeadConfig.model_type, T5WithValueHeadConfig, exist_ok=True)
 AutoModelForSeq2SeqLM.register(T5WithValueHeadConfig, T5HeadWithValueModel, exist_ok=True)
+
+
+class T5PseudoDecWithValueHead(ValueHeadMixin, T5PseudoDecForConditionalGeneration):
+    """:class:`~t5lab.models.pseudo_decoder.T5PseudoDecForConditionalGeneration` with a value head.
+
+    ``values``: ``(B, decoder_len)``, in both the seq2seq and the causal-LM mode.
+    """
+
+    config_class = T5PseudoDecWithValueHeadConfig
+    config: T5PseudoDecWithValueHeadConfig
+
+
+AutoConfig.register(T5PseudoDecWithValueHeadConfig.model_type, T5PseudoDecWithValueHeadConfig, exist_ok=True)
+AutoModelForSeq2SeqLM.register(T5PseudoDecWithValueHeadConfig, T5PseudoDecWithValueHead, exist_ok=True)
 
 
 class T5DecoderOnlyWithValueHead(ValueHeadMixin, T5DecoderOnlyForCausalLM):
