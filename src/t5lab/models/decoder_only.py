@@ -88,15 +88,11 @@ class T5DecoderOnlyConfig(T5Config):
         self.num_decoder_layers = self.num_layers
         if self.prefix_forward_buckets is None:
             self.prefix_forward_buckets = self.relative_attention_num_buckets
-
-    def validate_architecture(self):
-        """Part of the ``@strict`` validation: reject option values that cannot work."""
-        super().validate_architecture()
-        buckets = self.prefix_forward_buckets
-        if buckets is not None and (buckets < 0 or buckets == 1):
+        # checked here rather than in validate_architecture so that callers get a plain ValueError
+        if self.prefix_forward_buckets < 0 or self.prefix_forward_buckets == 1:
             raise ValueError(
-                f"prefix_forward_buckets={buckets} is invalid: use 0 (t5x: one shared bucket) or >= 2 "
-                "(T5 log buckets need at least one exact and one log bucket)"
+                f"prefix_forward_buckets={self.prefix_forward_buckets} is invalid: use 0 (t5x: one shared "
+                "bucket) or >= 2 (T5 log buckets need at least one exact and one log bucket)"
             )
 
     @classmethod
@@ -169,13 +165,14 @@ class T5PrefixLMSelfAttention(T5Attention):
         return torch.where(relative[None, None] > 0, forward, values)
 
 
-class _NoCrossAttention(nn.Module):
+class _CrossAttnPlaceholder(nn.Module):
     """Placeholder for the cross-attention layer (``block.i.layer.1``) a decoder-only model lacks.
 
     ``T5Block.forward`` only calls ``layer[1]`` when ``encoder_hidden_states`` is given and uses
     ``layer[-1]`` as the feed-forward layer, so this placeholder keeps the parameter names of a
     T5 decoder (``layer.0`` self-attention, ``layer.2`` feed-forward): a T5 decoder's tensors load
-    one-to-one and its cross-attention shows up as unused.
+    one-to-one and its cross-attention shows up as unused. (Named "Attn", not "Attention": transformers'
+    ``_can_set_attn_implementation`` greps the module source for ``class *Attention*(nn.Module)``.)
     """
 
     def forward(self, *args: Any, **kwargs: Any):
@@ -188,7 +185,7 @@ def _decoder_only_stack(config: T5DecoderOnlyConfig) -> T5Stack:
     stack_config.is_decoder = True
     stack = T5Stack(stack_config)
     for i, block in enumerate(stack.block):
-        block.layer[1] = _NoCrossAttention()
+        block.layer[1] = _CrossAttnPlaceholder()
         if i == 0:
             block.layer[0].SelfAttention = T5PrefixLMSelfAttention(stack_config, layer_idx=0)
     return stack
@@ -315,7 +312,7 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
             # prefix (e.g. every decoding step) the mask is the causal one and we keep HF's fast path.
             if prefix_mask[:, past:].bool().any():
                 mask = create_causal_mask(
-                    config=self.config,
+                    config=self.decoder.config,  # the stack's config decides the attention back-end
                     inputs_embeds=inputs_embeds,
                     attention_mask=attention_mask,
                     past_key_values=past_key_values,
