@@ -1,0 +1,62 @@
+"""The bench's arithmetic and the fast path's correctness (no timed assertions here)."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import T5ForConditionalGeneration
+
+from t5lab.bench.cases import lm_batch, t5_config, t5_train_flops
+from t5lab.bench.core import Comparison, interleaved
+
+
+def test_interleaved_rotates_order_and_counts_calls():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    m = interleaved(fns, {"a": 1, "b": 2, "c": 3}, "tokens", repeats=3, warmup=1)
+    assert calls[:3] == ["a", "b", "c"]  # warm-up
+    assert calls[3:6] == ["a", "b", "c"] and calls[6:9] == ["b", "c", "a"] and calls[9:] == ["c", "a", "b"]
+    assert all(len(x.seconds) == 3 for x in m.values())
+    assert m["c"].work_per_call == 3
+
+
+def test_comparison_ratio_direction():
+    faster = Comparison("x", "cand", "ref", "tokens/s", 300.0, 100.0, ">= 1x")
+    assert faster.ratio == pytest.approx(3.0)
+    lower_ms = Comparison("x", "cand", "ref", "ms/token", 5.0, 10.0, "<= 1x", higher_is_better=False)
+    assert lower_ms.ratio == pytest.approx(2.0) and lower_ms.raw_ratio == pytest.approx(0.5)
+
+
+def test_flop_formula_matches_torch_flop_counter():
+    cfg = t5_config("tiny")
+    model = T5ForConditionalGeneration(cfg)
+    batch = lm_batch("hf_t5", cfg.vocab_size, batch=2, src_len=16, tgt_len=8)
+    with FlopCounterMode(display=False) as counter:
+        model(**batch).loss.backward()
+    counted = counter.get_total_flops()
+    predicted = t5_train_flops(cfg, batch=2, src_len=16, tgt_len=8)
+    # the counter sees only matmuls too; backward of the embedding lookup is not a matmul
+    assert predicted == pytest.approx(counted, rel=0.05)
+
+
+def test_bf16_autocast_close_to_fp32():
+    cfg = t5_config("tiny")
+    model = T5ForConditionalGeneration(cfg).eval()
+    batch = lm_batch("hf_t5", cfg.vocab_size, batch=2, src_len=12, tgt_len=6)
+    with torch.no_grad():
+        ref = model(**batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = model(**batch)
+    # bf16 keeps 8 mantissa bits: logits agree to about 2% of their scale, losses to 1%
+    scale = ref.logits.abs().max()
+    assert (fast.logits.float() - ref.logits).abs().max() < 0.05 * scale
+    assert fast.loss.float() == pytest.approx(ref.loss.item(), rel=0.01)
+
+
+@pytest.mark.slow
+def test_compiled_model_matches_eager():
+    cfg = t5_config("tiny", num_layers=1)
+    model = T5ForConditionalGeneration(cfg).eval()
+    batch = lm_batch("hf_t5", cfg.vocab_size, batch=2, src_len=8, tgt_len=4)
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(**batch).logits, model(**batch).logits, rtol=1e-4, atol=1e-4)
