@@ -231,6 +231,47 @@ def test_config_model_types_and_auto_registration(variant):
     assert type(variant.auto.from_config(cfg)) is variant.vh_model
 
 
+def test_plain_lm_config_becomes_the_value_head_config(variant):
+    """``VHModel(LMConfig(...))`` works and saves as the value-head model type (so Auto loads the head)."""
+    lm_config = variant.lm_config(**variant.config_kwargs, attn_implementation="eager")
+    model = variant.vh_model(lm_config)
+    assert type(model.config) is variant.vh_config
+    assert model.config.model_type == variant.vh_config.model_type
+    assert model.config._attn_implementation == "eager"
+    for key, value in lm_config.to_dict().items():
+        if key not in ("model_type", "architectures", "transformers_version"):
+            assert getattr(model.config, key) == value, key
+
+
+def test_pseudo_decoder_causal_lm_mode_values():
+    """In causal-LM mode (labels == input_ids) the decoder runs over the whole input: values (B, S)."""
+    variant = VARIANTS[1]
+    lm, vh = variant.lm(), variant.vh()
+    copy_body(vh, lm)
+    ids = torch.randint(2, 64, (2, 6), generator=torch.Generator().manual_seed(5))
+    batch = {"input_ids": ids, "labels": ids}
+    with torch.no_grad():
+        out, ref = vh(**batch), lm(**batch, output_hidden_states=True)
+    torch.testing.assert_close(out.logits, ref.logits, rtol=0, atol=0)
+    expected = F.linear(ref.decoder_hidden_states[-1], vh.v_head.summary.weight, vh.v_head.summary.bias)
+    assert out.values.shape == (2, 6)
+    torch.testing.assert_close(out.values, expected.squeeze(-1))
+
+
+@pytest.mark.parametrize("name", ["pseudo_dec", "decoder_only"])
+def test_from_t5_checkpoint_gives_a_value_head_model(name, t5_checkpoint):
+    """The LM classes' ``from_t5`` builds the value-head model (and config) when called on it."""
+    variant = next(v for v in VARIANTS if v.name == name)
+    model = variant.vh_model.from_t5(t5_checkpoint)
+    assert type(model) is variant.vh_model
+    assert type(model.config) is variant.vh_config
+    assert {"v_head.summary.bias", "v_head.summary.weight"} <= set(model.load_report.new)
+    reference = T5ForConditionalGeneration.from_pretrained(t5_checkpoint)
+    torch.testing.assert_close(
+        model.decoder.final_layer_norm.weight, reference.decoder.final_layer_norm.weight, rtol=0, atol=0
+    )
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [("value_head_dropout", 1.5, "value_head_dropout=1.5 is not a probability"),

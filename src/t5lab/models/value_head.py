@@ -136,6 +136,26 @@ class ValueHeadConfigMixin:
         kwargs.pop("model_type", None)
         super().__post_init__(**kwargs)  # type: ignore[misc]
 
+    @classmethod
+    def from_lm_config(cls, config: T5Config, **overrides: Any) -> Any:
+        """The value-head config with every field of a plain LM config (and ``overrides``).
+
+        Args:
+            config: the LM's config, e.g. a ``T5Config`` for :class:`T5WithValueHeadConfig`.
+            **overrides: value-head (or any other) fields to set.
+
+        Returns:
+            An instance of ``cls`` with ``cls.model_type``.
+        """
+        values = config.to_dict()
+        for key in ("model_type", "architectures", "transformers_version"):
+            values.pop(key, None)
+        values.update(overrides)
+        new = cls.from_dict(values)  # type: ignore[attr-defined]
+        # to_dict() leaves out the attention back-end chosen at run time (sdpa/eager/flex)
+        new._attn_implementation_internal = config._attn_implementation_internal
+        return new
+
     def validate_value_head(self) -> None:
         """``@strict`` class validator: the value-head fields are in range."""
         if self.value_head_dropout is not None and not 0.0 <= self.value_head_dropout < 1.0:
@@ -244,6 +264,12 @@ class ValueHeadMixin:
         cls.forward = forward  # type: ignore[method-assign]
 
     def __init__(self, config: T5Config, *args: Any, **kwargs: Any) -> None:
+        # A plain LM config (e.g. `T5HeadWithValueModel(T5Config(...))`, or a base-class helper such
+        # as `from_t5` that builds the LM's config) becomes the value-head config, so that
+        # save_pretrained records the value-head model type and Auto classes load the head back.
+        config_class = type(self).config_class  # type: ignore[attr-defined]
+        if not isinstance(config, config_class) and isinstance(config, _lm_base(type(self)).config_class):
+            config = config_class.from_lm_config(config)
         super().__init__(config, *args, **kwargs)  # type: ignore[call-arg]  # the LM's post_init ran
         self.v_head = T5ValueHead(config)
         # Keep the head's weights in fp32 when loading with dtype=bf16/fp16 (the strict variant of the
