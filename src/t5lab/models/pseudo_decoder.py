@@ -291,7 +291,9 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
     """
 
     # The first decoder block of some T5 checkpoints carries an unused cross-attention bias.
-    _keys_to_ignore_on_load_unexpected = [r"decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias"]
+    _keys_to_ignore_on_load_unexpected = [
+        r"decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias"
+    ]
     _tied_weights_keys = {
         "encoder.embed_tokens.weight": "shared.weight",
         "decoder.embed_tokens.weight": "shared.weight",
@@ -435,8 +437,13 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
 
         if causal:
             cross_mask, encoder_outputs, decoder_input_ids, decoder_attention_mask = self._causal_inputs(
-                input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs,
-                labels, past_length,
+                input_ids,
+                attention_mask,
+                decoder_input_ids,
+                decoder_attention_mask,
+                encoder_outputs,
+                labels,
+                past_length,
             )
         else:
             if encoder_outputs is None:
@@ -500,7 +507,9 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
     ) -> tuple[Any, BaseModelOutput, torch.LongTensor, torch.Tensor | None]:
         """Causal-LM mode: shifted pseudo-encoder input and a causal cross-attention mask."""
         if input_ids is None:
-            raise ValueError("causal_LM=True needs input_ids: the pseudo encoder runs on shift_right(input_ids)")
+            raise ValueError(
+                "causal_LM=True needs input_ids: the pseudo encoder runs on shift_right(input_ids)"
+            )
         if encoder_outputs is not None:
             raise ValueError(
                 "causal_LM=True recomputes the pseudo encoder from input_ids; do not pass encoder_outputs "
