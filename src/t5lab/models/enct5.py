@@ -52,8 +52,16 @@ logger = logging.getLogger("t5lab")
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 # config fields that must agree between a T5 checkpoint and the EncT5 model it initialises
-_ARCH_FIELDS = ("vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_layers", "feed_forward_proj",
-                "relative_attention_num_buckets")
+_ARCH_FIELDS = (
+    "vocab_size",
+    "d_model",
+    "d_kv",
+    "d_ff",
+    "num_heads",
+    "num_layers",
+    "feed_forward_proj",
+    "relative_attention_num_buckets",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,11 +116,16 @@ def check_enct5_config(config: EncT5Config) -> None:
         )
     if config.num_labels is None or config.num_labels < 1:
         raise ValueError(f"EncT5Config.num_labels must be >= 1, got {config.num_labels}")
+    if config.problem_type == "single_label_classification" and config.num_labels < 2:
+        raise ValueError(
+            f"single_label_classification needs num_labels >= 2, got {config.num_labels}; use num_labels=2 for "
+            "binary classification or problem_type='regression' for one score"
+        )
     if config.num_decoder_layers is None or config.num_decoder_layers < 1:
         raise ValueError(
             f"EncT5Config.num_decoder_layers must be >= 1 (EncT5 uses 1), got {config.num_decoder_layers}"
         )
-    if config.num_decoder_layers > 0 and config.prompt_vocab_size is not None and config.prompt_vocab_size < 1:
+    if config.prompt_vocab_size is not None and config.prompt_vocab_size < 1:
         raise ValueError(f"EncT5Config.decoder_vocab_size must be >= 1, got {config.prompt_vocab_size}")
     if (
         config.problem_type == "multi_label_classification"
@@ -182,8 +195,14 @@ class EncT5Decoder(T5Stack):
         cross_bias = None  # (1, H, P, T) zeros: T5 cross-attention has no position bias
         for block in self.block:
             hidden_states, position_bias, cross_bias = block(
-                hidden_states, None, position_bias, encoder_hidden_states, encoder_mask, cross_bias,
-                past_key_values=None, **kwargs,
+                hidden_states,
+                None,
+                position_bias,
+                encoder_hidden_states,
+                encoder_mask,
+                cross_bias,
+                past_key_values=None,
+                **kwargs,
             )
         hidden_states = self.dropout(self.final_layer_norm(hidden_states))  # (B, P, d)
         return BaseModelOutput(last_hidden_state=hidden_states)
@@ -294,7 +313,9 @@ class EncT5ForSequenceClassification(T5PreTrainedModel):
         """
         factor = self.config.initializer_factor
         nn.init.normal_(self.decoder_embeddings.weight, mean=0.0, std=factor)
-        nn.init.normal_(self.classification_head.out_proj.weight, mean=0.0, std=factor * self.config.d_model**-0.5)
+        nn.init.normal_(
+            self.classification_head.out_proj.weight, mean=0.0, std=factor * self.config.d_model**-0.5
+        )
         nn.init.zeros_(self.classification_head.out_proj.bias)
 
     # -- loading ----------------------------------------------------------------------------------
@@ -405,7 +426,11 @@ class EncT5ForSequenceClassification(T5PreTrainedModel):
 
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
-                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **flags, **kwargs
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                inputs_embeds=inputs_embeds,
+                **flags,
+                **kwargs,
             )
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
@@ -468,7 +493,9 @@ class EncT5ForSequenceClassification(T5PreTrainedModel):
                 )
             labels = labels.to(logits.dtype)
             if ((labels < 0) | (labels > 1)).any():
-                raise ValueError("multi_label_classification labels must be in [0, 1] (multi-hot or probabilities)")
+                raise ValueError(
+                    "multi_label_classification labels must be in [0, 1] (multi-hot or probabilities)"
+                )
             return F.binary_cross_entropy_with_logits(logits, labels)
         # regression
         if num_labels == 1 and labels.numel() == batch:
