@@ -12,8 +12,9 @@ sentinel, and the target lists each sentinel followed by the tokens it hides::
 The span layout follows ``random_spans_noise_mask`` of the T5 code base: the number of noisy
 tokens is ``round(length * noise_density)`` (at least 1, at most ``length - 1``), the number of
 spans is ``round(noisy / mean_span_length)`` (at least 1), both the noisy and the clean tokens are
-split into that many non-empty segments uniformly at random, and the sequence alternates clean,
-noisy, clean, noisy, ... starting with a clean segment. Sentinel ``i`` is ``sentinel_ids[i]``:
+split into that many non-empty segments uniformly at random, the sequence alternates clean,
+noisy, clean, noisy, ... starting with a clean segment, and (``random_roll``, on by default, as
+T5's later ``random_roll=True``) the whole layout is rotated by a random offset. Sentinel ``i`` is ``sentinel_ids[i]``:
 pass :func:`t5lab.tokenizers.sentinel_ids` (``<extra_id_0>``, ``<extra_id_1>``, ..., which T5
 vocabularies place at decreasing ids).
 
@@ -56,22 +57,50 @@ def noise_span_lengths(
     return list(zip(clean, noisy))
 
 
+def noise_mask(
+    length: int,
+    noise_density: float,
+    mean_span_length: float,
+    rng: random.Random,
+    random_roll: bool = True,
+    max_spans: int | None = None,
+) -> list[bool]:
+    """T5's ``random_spans_noise_mask``: True at the tokens to drop.
+
+    With ``random_roll`` the mask is rotated by a random offset, as T5's ``random_roll=True``
+    does: without it a text short enough for a single span always loses its *last* tokens.
+    """
+    # a roll can cut the last span in two (end + start), so keep one sentinel in reserve
+    reserve = 1 if random_roll and max_spans is not None else 0
+    cap = None if max_spans is None else max(max_spans - reserve, 1)
+    spans = noise_span_lengths(length, noise_density, mean_span_length, rng, max_spans=cap)
+    mask = [m for clean, noisy in spans for m in [False] * clean + [True] * noisy]
+    if random_roll and length > 1:
+        offset = rng.randrange(length)
+        mask = mask[offset:] + mask[:offset]
+    return mask
+
+
 def span_corruption(
     ids: Sequence[int],
     sentinel_ids: Sequence[int],
     noise_density: float = 0.15,
     mean_span_length: float = 3.0,
     rng: random.Random | int | None = None,
+    random_roll: bool = True,
 ) -> tuple[list[int], list[int]]:
     """Corrupt ``ids`` with T5 span corruption.
 
     Args:
         ids: Token ids of one text, without the trailing eos.
-        sentinel_ids: Ids of ``<extra_id_0>``, ``<extra_id_1>``, ...; span ``i`` gets ``sentinel_ids[i]``.
-            With fewer sentinels than spans, fewer (longer) spans are used.
+        sentinel_ids: Ids of ``<extra_id_0>``, ``<extra_id_1>``, ...; the ``i``-th dropped span
+            (left to right) gets ``sentinel_ids[i]``. With fewer sentinels than spans, fewer
+            (longer) spans are used.
         noise_density: Fraction of tokens to drop (T5: 0.15).
         mean_span_length: Mean length of a dropped span (T5: 3).
         rng: A ``random.Random`` or an int seed (None: seed 0, so the call is deterministic).
+        random_roll: Rotate the span layout by a random offset (T5's ``random_roll``), so spans
+            can start anywhere, the first token included.
 
     Returns:
         ``(input_ids, target_ids)``; :func:`reconstruct` inverts it.
@@ -86,18 +115,19 @@ def span_corruption(
         raise ValueError("ids already contain a sentinel token; span-corrupt raw text only")
     if not isinstance(rng, random.Random):
         rng = random.Random(0 if rng is None else rng)
-    spans = noise_span_lengths(len(ids), noise_density, mean_span_length, rng, max_spans=len(sentinel_ids))
+    mask = noise_mask(len(ids), noise_density, mean_span_length, rng, random_roll, max_spans=len(sentinel_ids))
     inputs: list[int] = []
     targets: list[int] = []
-    pos = 0
-    for i, (clean, noisy) in enumerate(spans):
-        inputs.extend(ids[pos : pos + clean])
-        pos += clean
-        if noisy:
-            inputs.append(sentinel_ids[i])
-            targets.append(sentinel_ids[i])
-            targets.extend(ids[pos : pos + noisy])
-            pos += noisy
+    span = -1
+    for i, (token, noisy) in enumerate(zip(ids, mask)):
+        if not noisy:
+            inputs.append(token)
+            continue
+        if i == 0 or not mask[i - 1]:  # a new span starts: one sentinel on each side
+            span += 1
+            inputs.append(sentinel_ids[span])
+            targets.append(sentinel_ids[span])
+        targets.append(token)
     return inputs, targets
 
 
