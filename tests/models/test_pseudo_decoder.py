@@ -290,6 +290,25 @@ def test_auto_detection_non_causal_cases_and_no_state_on_model(batch):
     assert not hasattr(model, "causal_LM")
 
 
+def test_config_default_mode_overrides_auto_detection_but_not_generate():
+    copy_batch = torch.tensor([[5, 6, 7, EOS]])  # a copy task: target == input
+    seq2seq_model = make_model(causal_LM=False)
+    auto_model = make_model()  # same seed and weights, auto-detect
+    forced = seq2seq_model(input_ids=copy_batch, labels=copy_batch).logits
+    explicit = auto_model(input_ids=copy_batch, labels=copy_batch, causal_LM=False).logits
+    torch.testing.assert_close(forced, explicit)
+    assert not torch.allclose(forced, auto_model(input_ids=copy_batch, labels=copy_batch).logits)
+
+    causal_model = make_model(causal_LM=True)
+    torch.testing.assert_close(
+        causal_model(input_ids=copy_batch).logits,  # no labels: scores input_ids as an LM
+        auto_model(input_ids=copy_batch, causal_LM=True).logits,
+    )
+    # generate() passes encoder_outputs: always non-causal, whatever the config default
+    kwargs = dict(max_new_tokens=4, do_sample=False)
+    assert torch.equal(causal_model.generate(copy_batch, **kwargs), auto_model.generate(copy_batch, **kwargs))
+
+
 # ------------------------------------------------------------------------------------------------
 # Input order (the position fix)
 # ------------------------------------------------------------------------------------------------

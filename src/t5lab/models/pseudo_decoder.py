@@ -77,12 +77,18 @@ class T5PseudoDecConfig(T5Config):
             embeddings in the pseudo encoder.
         max_position_embeddings (`int`, defaults to 512):
             Longest input the pseudo encoder's position table covers (unused when position_blind).
+        causal_LM (`bool`, *optional*):
+            Default training mode when ``forward`` gets ``causal_LM=None``: True (causal LM), False
+            (seq2seq) or None (auto-detect from the batch). Set False for tasks whose target can equal
+            their input (copying), where auto-detection would pick causal mode. It never applies when
+            ``encoder_outputs`` are given (``generate()`` is always non-causal).
     """
 
     model_type = "t5_pseudo_dec"
 
     position_blind: bool = False
     max_position_embeddings: int = 512
+    causal_LM: bool | None = None  # the original model's name
 
     def __post_init__(self, **kwargs):
         # A plain T5Config.to_dict() carries model_type="t5"; PreTrainedConfig would set it as an
@@ -400,7 +406,7 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
         past_key_values: Cache | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
-        causal_LM: bool | None = None,  # noqa: N803 - the name researchers know from the original model
+        causal_LM: bool | None = None,  # the original model's name
         reduce_loss: str | None = None,
         **kwargs: Any,
     ) -> Seq2SeqLMOutput:
@@ -417,8 +423,9 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
             past_key_values: an ``EncoderDecoderCache`` for incremental decoding.
             labels: ``(B, T)`` targets, ``-100`` where no loss is wanted.
             use_cache: return the cache (default ``config.use_cache``).
-            causal_LM: True for causal-LM mode, False for seq2seq; None auto-detects causal mode iff
-                ``labels == input_ids`` at every position where ``labels != -100``.
+            causal_LM: True for causal-LM mode, False for seq2seq; None uses ``config.causal_LM``
+                and, when that is None too, auto-detects causal mode iff ``labels == input_ids`` at
+                every position where ``labels != -100``. Never stored on the model.
             reduce_loss: None/"mean" (token-weighted mean), "sum" or "none" (``(B, T)`` per-token
                 losses); label positions equal to ``-100`` or ``pad_token_id`` never contribute.
             **kwargs: passed to the decoder ``T5Stack`` (``output_attentions``, ...).
@@ -432,7 +439,7 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
         """
         if reduce_loss not in LOSS_REDUCTIONS:
             raise ValueError(f"reduce_loss must be one of {LOSS_REDUCTIONS}, got {reduce_loss!r}")
-        causal = is_causal_lm_batch(input_ids, labels) if causal_LM is None else bool(causal_LM)
+        causal = self._resolve_mode(causal_LM, input_ids, labels, encoder_outputs)
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
 
         if causal:
@@ -494,6 +501,22 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
             encoder_hidden_states=encoder_outputs.hidden_states,
             encoder_attentions=encoder_outputs.attentions,
         )
+
+    def _resolve_mode(
+        self,
+        causal_LM: bool | None,
+        input_ids: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        encoder_outputs: Any,
+    ) -> bool:
+        """Explicit argument > config default (only when the pseudo encoder runs here) > auto-detect."""
+        if causal_LM is not None:
+            return bool(causal_LM)
+        if encoder_outputs is not None:
+            return False  # precomputed (generate): the pseudo encoder ran over the unshifted input
+        if self.config.causal_LM is not None:
+            return bool(self.config.causal_LM)
+        return is_causal_lm_batch(input_ids, labels)
 
     def _causal_inputs(
         self,
