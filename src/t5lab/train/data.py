@@ -1,0 +1,157 @@
+"""LightningDataModule: task splits -> encoded examples -> seeded, rank-sharded batches.
+
+Exact resume needs the data order to be a pure function of (seed, epoch): :class:`EpochSampler`
+draws each epoch's permutation from its own generator seeded with ``seed + epoch`` (Lightning
+calls ``set_epoch`` at every epoch start, also after a restore), and every DataLoader gets a
+seeded ``generator`` so that creating an iterator never consumes the global torch RNG.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from t5lab.formulation import Example, Formulation
+
+
+class EpochSampler(Sampler[int]):
+    """Indices of one rank's shard; a fresh seeded permutation per epoch when ``shuffle``.
+
+    Training shards drop the remainder so every rank runs the same number of steps (DDP needs it).
+    Evaluation shards pad with ``-1`` (skipped by the metrics) so that no example is dropped or
+    counted twice.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1, pad: bool = False):
+        self.n, self.seed, self.shuffle, self.rank, self.world, self.pad = n, seed, shuffle, rank, world, pad
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        if self.pad:
+            per_rank = math.ceil(self.n / self.world)
+            order = order + [-1] * (per_rank * self.world - self.n)
+        else:
+            order = order[: self.n - self.n % self.world]
+        return order[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices())
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world) if self.pad else self.n // self.world
+
+
+class ExampleDataset(Dataset):
+    """Encoded examples; index -1 (an evaluation pad) returns ``None``."""
+
+    def __init__(self, examples: list[Example]):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> tuple[int, Example | None]:
+        return i, (self.examples[i] if i >= 0 else None)
+
+
+class TrainCollator:
+    """Picklable collate function for training batches (needed by worker processes and spawn)."""
+
+    def __init__(self, formulation: Formulation):
+        self.formulation = formulation
+
+    def __call__(self, items: list[tuple[int, Example]]) -> dict[str, torch.Tensor]:
+        return self.formulation.collate([e for _, e in items])
+
+
+class EvalCollator:
+    """Evaluation batch: the teacher-forcing batch, generation prompts, references and indices."""
+
+    def __init__(self, formulation: Formulation):
+        self.formulation = formulation
+
+    def __call__(self, items: list[tuple[int, Example | None]]) -> dict[str, Any]:
+        first = next(e for _, e in items if e is not None) if any(e is not None for _, e in items) else None
+        examples = [e if e is not None else first for _, e in items]
+        f = self.formulation
+        out: dict[str, Any] = {
+            "batch": f.collate(examples),
+            "index": torch.tensor([i for i, _ in items]),  # (B,), -1 = padding, not counted
+        }
+        if f.kind != "classification":
+            out["prompts"] = f.collate_prompts(examples)
+            width = max(len(e.target) for e in examples)
+            out["target"] = torch.tensor([e.target + [-100] * (width - len(e.target)) for e in examples])  # (B, L)
+        return out
+
+
+class T5LabDataModule(pl.LightningDataModule):
+    """Batches of the train / val / test splits for one formulation.
+
+    Args:
+        formulation: How records become examples and batches.
+        splits: ``{"train": [...], "val": [...], "test": [...]}`` task records.
+        batch_size: Training batch size per device.
+        eval_batch_size: Evaluation batch size per device.
+        seed: Seeds the training order (a new permutation per epoch).
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        formulation: Formulation,
+        splits: dict[str, list[Any]],
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.formulation = formulation
+        self.records = splits
+        self.examples = {name: formulation.encode_all(records) for name, records in splits.items()}
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.seed = seed
+        self.num_workers = num_workers
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        examples = self.examples.get(split) or []
+        rank, world = self._rank_world()
+        sampler = EpochSampler(len(examples), self.seed, shuffle=train, rank=rank, world=world, pad=not train)
+        return DataLoader(
+            ExampleDataset(examples),
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            sampler=sampler,
+            collate_fn=TrainCollator(self.formulation) if train else EvalCollator(self.formulation),
+            num_workers=self.num_workers,
+            # a seeded generator: creating iterators must not draw from the global RNG
+            generator=torch.Generator().manual_seed(self.seed),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

@@ -1,0 +1,425 @@
+"""Runs: config -> task, tokenizer, formulation, data, model -> Lightning Trainer -> run directory.
+
+Run directory (docs/developing.md)::
+
+    runs/<name>/<timestamp>/
+      config.yaml  metrics.csv  samples.txt  model/  checkpoints/{last,best}.ckpt  DONE
+
+Everything that can fail on bad input (config, sizes, devices, loggers) is checked before the
+directory is created. Checkpoints are written at the end of every training epoch; data order and
+dropout are pure functions of (seed, epoch, batch), so ``resume(run_dir)`` after any crash ends
+with the same weights as an uninterrupted run (on CPU).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from t5lab.config import ExperimentConfig, load_sweep, read_yaml, save_config, validate
+from t5lab.errors import ConfigError, T5LabError
+
+DONE = "DONE"
+
+
+def quickstart_path() -> Path:
+    """Path of the built-in quickstart config (``t5lab train`` with no arguments)."""
+    return Path(str(resources.files("t5lab") / "configs" / "quickstart.yaml"))
+
+
+@dataclass
+class RunResult:
+    """What a finished (or skipped) run left behind."""
+
+    run_dir: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+    skipped: bool = False
+
+
+# ------------------------------------------------------------------------------------------------
+# Checks before any work
+# ------------------------------------------------------------------------------------------------
+
+
+def check_runtime(cfg: ExperimentConfig) -> None:
+    """Raise ConfigError for settings this machine cannot run (devices, precision, strategies, loggers)."""
+    import torch
+
+    t = cfg.trainer
+    cuda = torch.cuda.is_available()
+    if t.accelerator in ("gpu", "cuda") and not cuda:
+        raise ConfigError(f"config key trainer.accelerator={t.accelerator}: no CUDA GPU on this machine; use trainer.accelerator=cpu")
+    if t.accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("config key trainer.accelerator=mps: MPS is not available here; use trainer.accelerator=cpu")
+    on_gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and cuda)
+    p = cfg.train.precision
+    if p == "bf16-mixed" and on_gpu and not torch.cuda.is_bf16_supported():
+        raise ConfigError("config key train.precision=bf16-mixed: this GPU has no bfloat16; use train.precision=16-mixed or 32")
+    if p == "16-mixed" and not on_gpu:
+        raise ConfigError("config key train.precision=16-mixed needs a GPU; on CPU use train.precision=bf16-mixed or 32")
+    if t.strategy == "fsdp" and not on_gpu:
+        raise ConfigError("config key trainer.strategy=fsdp needs GPUs; on CPU use trainer.strategy=ddp")
+    if t.strategy == "deepspeed":
+        try:
+            import deepspeed  # noqa: F401
+        except ImportError:
+            raise ConfigError("config key trainer.strategy=deepspeed: the deepspeed package is not installed (pip install deepspeed)") from None
+    if isinstance(t.devices, int) and t.devices < 1:
+        raise ConfigError(f"config key trainer.devices={t.devices}: must be >= 1")
+    if on_gpu and isinstance(t.devices, int) and t.devices > torch.cuda.device_count():
+        raise ConfigError(f"config key trainer.devices={t.devices}: only {torch.cuda.device_count()} GPU(s) here")
+    if cfg.log.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError("config key log.tensorboard=true needs the tensorboard package (pip install tensorboard)") from None
+    if cfg.log.wandb:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ConfigError("config key log.wandb=true needs the wandb package (pip install wandb)") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# Pieces
+# ------------------------------------------------------------------------------------------------
+
+
+def _texts(records: list[Any]) -> list[str]:
+    out = []
+    for r in records:
+        if hasattr(r, "text"):
+            out.append(r.text)
+        else:
+            out += [r.input, r.target]
+    return out
+
+
+def build_tokenizer_for(cfg: ExperimentConfig, task: Any, splits: dict[str, list[Any]]) -> Any:
+    """The tokenizer a config asks for (char alphabets come from the task, or from all split texts)."""
+    from t5lab.tokenizers import build_tokenizer, load_tokenizer
+
+    kind = cfg.tokenizer.kind
+    if kind == "byte":
+        return build_tokenizer("byte")
+    if kind == "char":
+        alphabet = task.alphabet()
+        texts = None if alphabet else [t for split in splits.values() for t in _texts(split)]
+        return build_tokenizer("char", texts=texts, alphabet=alphabet)
+    if kind == "unigram":
+        return build_tokenizer("unigram", texts=_texts(splits["train"]), vocab_size=cfg.tokenizer.vocab_size)
+    return load_tokenizer(kind)
+
+
+@dataclass
+class Pieces:
+    """Everything a run needs, built (and checked) before the run directory exists."""
+
+    cfg: ExperimentConfig
+    task: Any
+    splits: dict[str, list[Any]]
+    tokenizer: Any
+    formulation: Any
+    datamodule: Any
+    model: Any
+
+
+def build_pieces(cfg: ExperimentConfig, tokenizer: Any = None) -> Pieces:
+    """Task, splits, tokenizer, formulation, datamodule and a seeded fresh (or loaded) model."""
+    import lightning.pytorch as pl
+    import torch
+
+    from t5lab.formulation import Formulation
+    from t5lab.models.registry import BuildInfo, build_model
+    from t5lab.tasks import build_splits, get_task
+    from t5lab.train.data import T5LabDataModule
+
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+        os.environ["OMP_NUM_THREADS"] = str(cfg.trainer.num_threads)  # spawned DDP workers read it
+    task = get_task(cfg.data.task, **dict(cfg.data.options))
+    splits = build_splits(cfg.data)
+    if not splits["train"]:
+        raise ConfigError("config key data.train: the training split is empty; give a positive size")
+    if tokenizer is None:
+        tokenizer = build_tokenizer_for(cfg, task, splits)
+    formulation = Formulation.from_config(cfg, tokenizer, task)
+    dm = T5LabDataModule(
+        formulation,
+        splits,
+        batch_size=cfg.train.batch_size,
+        eval_batch_size=cfg.train.eval_batch_size,
+        seed=cfg.train.seed,
+        num_workers=cfg.train.num_workers,
+    )
+    info = BuildInfo(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        max_length=2 * cfg.data.max_length + 8,
+        num_labels=getattr(task, "num_labels", 2),
+        problem_type=getattr(task, "problem_type", None),
+        id2label=getattr(task, "id2label", None),
+    )
+    pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    try:
+        model = build_model(cfg.model, info)
+    except (ValueError, TypeError) as err:
+        if isinstance(err, T5LabError):
+            raise
+        raise ConfigError(f"model section: {str(err).splitlines()[0]}") from err
+    return Pieces(cfg, task, splits, tokenizer, formulation, dm, model)
+
+
+# ------------------------------------------------------------------------------------------------
+# Run directories
+# ------------------------------------------------------------------------------------------------
+
+
+def new_run_dir(out: str | os.PathLike, name: str) -> Path:
+    """``out/name/<timestamp>`` (``-1``, ``-2`` ... appended if two runs start in the same second)."""
+    base = Path(out) / name
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        path = base / (stamp if i == 0 else f"{stamp}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise T5LabError(f"cannot create a run directory under {base}")
+
+
+def find_runs(out: str | os.PathLike, cfg: ExperimentConfig) -> list[Path]:
+    """Run directories under ``out/<cfg.name>`` whose config.yaml equals ``cfg``, newest first."""
+    base = Path(out) / cfg.name
+    if not base.is_dir():
+        return []
+    want = cfg.to_dict()
+    found = []
+    for d in sorted(base.iterdir(), reverse=True):
+        path = d / "config.yaml"
+        if not path.is_file():
+            continue
+        try:
+            if validate(read_yaml(path)).to_dict() == want:
+                found.append(d)
+        except T5LabError:
+            continue
+    return found
+
+
+def _loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Any]:
+    from t5lab.train.callbacks import RunCSVLogger
+
+    loggers: list[Any] = [RunCSVLogger(run_dir)]
+    if cfg.log.tensorboard:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
+    if cfg.log.wandb:
+        from lightning.pytorch.loggers import WandbLogger
+
+        offline = not os.environ.get("WANDB_API_KEY")  # no key: log offline, sync later with `wandb sync`
+        loggers.append(WandbLogger(project=cfg.log.wandb_project, name=cfg.name, save_dir=str(run_dir), offline=offline))
+    return loggers
+
+
+def make_trainer(cfg: ExperimentConfig, run_dir: Path, progress: bool = True) -> Any:
+    """The Lightning ``Trainer`` of a run: checkpoints, loggers, strategy from the config."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from t5lab.train.callbacks import AtomicCheckpointIO
+
+    t, hw = cfg.train, cfg.trainer
+    has_val = cfg.data.val != 0
+    callbacks: list[Any] = [
+        # saved at every training-epoch end (exact resume, see module docstring): last.ckpt always,
+        # best.ckpt by validation loss
+        ModelCheckpoint(
+            dirpath=str(run_dir / "checkpoints"),
+            filename="best",
+            monitor="val_loss" if has_val else None,
+            mode="min",
+            save_top_k=1,
+            save_last=True,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+            auto_insert_metric_name=False,
+        )
+    ]
+    if t.early_stop is not None:
+        e = t.early_stop
+        callbacks.append(EarlyStopping(monitor=e.monitor, patience=e.patience, mode=e.mode, min_delta=e.min_delta, check_finite=True))
+    strategy: Any = hw.strategy
+    if strategy == "ddp" and hw.accelerator == "cpu":
+        # `t5lab train` runs sweeps in one process; the default popen launcher would re-execute the
+        # whole command line in every worker, so CPU DDP starts its workers with spawn instead.
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(start_method="spawn", process_group_backend="gloo")
+    val_kwargs: dict[str, Any] = {}
+    if isinstance(t.val_check_interval, int):
+        val_kwargs = {"val_check_interval": t.val_check_interval, "check_val_every_n_epoch": None}
+    else:
+        val_kwargs = {"val_check_interval": t.val_check_interval, "check_val_every_n_epoch": t.check_val_every_n_epoch}
+    if not has_val:
+        val_kwargs = {"limit_val_batches": 0}
+    return pl.Trainer(
+        default_root_dir=str(run_dir),
+        accelerator=hw.accelerator,
+        devices=hw.devices,
+        num_nodes=hw.num_nodes,
+        strategy=strategy,
+        precision=t.precision,
+        max_steps=t.max_steps if t.max_steps is not None else -1,
+        max_epochs=t.max_epochs if t.max_epochs is not None else -1,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.gradient_clip_val,
+        log_every_n_steps=t.log_every_n_steps,
+        deterministic=hw.deterministic,
+        logger=_loggers(cfg, run_dir),
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=progress and t.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # EpochSampler shards by rank itself (seeded, resumable)
+        **val_kwargs,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Running
+# ------------------------------------------------------------------------------------------------
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    out: str | os.PathLike = "runs",
+    run_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Train one config into a new run directory (or continue ``run_dir`` from its last checkpoint).
+
+    Args:
+        cfg: The validated experiment config.
+        out: Parent of ``<name>/<timestamp>`` run directories.
+        run_dir: An existing run directory to resume (its ``checkpoints/last.ckpt`` if present).
+        progress: Show Lightning's progress bar.
+
+    Returns:
+        The run directory and its final val/test metrics.
+    """
+    import torch
+
+    from t5lab.train.callbacks import RunCSVLogger
+    from t5lab.train.io import atomic_save_pretrained, atomic_write_text
+    from t5lab.train.module import T5LabModule
+
+    check_runtime(cfg)
+    tokenizer = None
+    if run_dir is not None and (Path(run_dir) / "model" / "tokenizer_config.json").is_file():
+        from t5lab.tokenizers import load_tokenizer
+
+        tokenizer = load_tokenizer(Path(run_dir) / "model")  # the exact tokenizer of the first attempt
+    pieces = build_pieces(cfg, tokenizer)
+    if run_dir is None:
+        run_dir = new_run_dir(out, cfg.name)
+        save_config(cfg, run_dir / "config.yaml")
+        atomic_save_pretrained(None, pieces.tokenizer, run_dir / "model")
+    run_dir = Path(run_dir)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt_path = str(ckpt) if ckpt.is_file() else None
+    if ckpt_path is not None:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        RunCSVLogger(run_dir).truncate_after(int(state.get("global_step", 0)))
+        print(f"resuming {run_dir} from {ckpt} (epoch {state.get('epoch')}, step {state.get('global_step')})")
+        del state
+    module = T5LabModule(
+        pieces.model,
+        cfg,
+        pieces.formulation.kind,
+        problem_type=pieces.formulation.problem_type,
+        tokenizer=pieces.tokenizer,
+        run_dir=str(run_dir),
+    )
+    trainer = make_trainer(cfg, run_dir, progress=progress)
+    trainer.fit(module, datamodule=pieces.datamodule, ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+    if cfg.data.test != 0:
+        for row in trainer.test(module, datamodule=pieces.datamodule, verbose=False):
+            metrics.update({k: float(v) for k, v in row.items()})
+    if trainer.global_rank == 0:
+        atomic_save_pretrained(pieces.model, pieces.tokenizer, run_dir / "model")
+        summary = {"finished": _dt.datetime.now().isoformat(timespec="seconds"), "step": trainer.global_step, "metrics": metrics}
+        atomic_write_text(run_dir / DONE, json.dumps(summary, indent=1) + "\n")
+    return RunResult(run_dir, metrics)
+
+
+def resume(run_dir: str | os.PathLike, progress: bool = True) -> RunResult:
+    """Continue a run from ``RUN_DIR/checkpoints/last.ckpt`` with its own config.yaml.
+
+    Raises:
+        T5LabError: Not a run directory, or the run already finished (has DONE).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise T5LabError(f"--resume {run_dir}: not a run directory (no config.yaml); give runs/<name>/<timestamp>")
+    if (run_dir / DONE).exists():
+        raise T5LabError(f"--resume {run_dir}: this run already finished (DONE exists); start a new run instead")
+    cfg = validate(read_yaml(run_dir / "config.yaml"))
+    return run_experiment(cfg, run_dir=run_dir, progress=progress)
+
+
+def train(
+    config: str | os.PathLike | dict[str, Any] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    out: str | os.PathLike = "runs",
+    progress: bool = True,
+) -> list[RunResult]:
+    """Train a config, or every point of a sweep (any list value is a sweep axis), one after another.
+
+    Sweep points whose run already finished with the same resolved config (DONE) are skipped;
+    an unfinished one with a checkpoint is resumed.
+
+    Args:
+        config: YAML path or dict; None runs the built-in quickstart.
+        overrides: ``dotted.key=value`` strings applied before the sweep is expanded.
+        out: Directory that holds ``<name>/<timestamp>`` run directories.
+        progress: Show Lightning's progress bar.
+
+    Returns:
+        One :class:`RunResult` per sweep point.
+    """
+    points = load_sweep(quickstart_path() if config is None else config, overrides)  # all validated first
+    for cfg, _ in points:
+        check_runtime(cfg)
+    results = []
+    sweep = len(points) > 1 or bool(points[0][1])
+    for i, (cfg, suffix) in enumerate(points):
+        if suffix:
+            cfg = cfg.model_copy(update={"name": f"{cfg.name}-{suffix}"})
+        if sweep:
+            print(f"sweep point {i + 1}/{len(points)}: {suffix}")
+            previous = find_runs(out, cfg)
+            done = [d for d in previous if (d / DONE).exists()]
+            if done:
+                print(f"skipping: already finished in {done[0]}")
+                results.append(RunResult(done[0], json.loads((done[0] / DONE).read_text()).get("metrics", {}), skipped=True))
+                continue
+            started = [d for d in previous if (d / "checkpoints" / "last.ckpt").exists()]
+            if started:
+                results.append(run_experiment(cfg, out, run_dir=started[0], progress=progress))
+                print(f"run directory: {results[-1].run_dir}")
+                continue
+        results.append(run_experiment(cfg, out, progress=progress))
+        print(f"run directory: {results[-1].run_dir}")
+    return results
