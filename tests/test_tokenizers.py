@@ -1,0 +1,155 @@
+"""Tokenizers: T5 conventions, eos, sentinels, offline save/load round trips, spiece.model loading."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import AutoTokenizer, ByT5Tokenizer, T5Tokenizer
+
+from t5lab.errors import ConfigError, T5LabError
+from t5lab.tasks import get_task
+from t5lab.tasks.text import bundled_corpus_path
+from t5lab.tokenizers import build_tokenizer, load_tokenizer, save_tokenizer, sentinel_ids
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[str]:
+    return [r.target for r in get_task("text").load()]
+
+
+@pytest.fixture(scope="module")
+def unigram(corpus):
+    return build_tokenizer("unigram", texts=corpus[:800], vocab_size=300, extra_ids=20)
+
+
+def _kinds(unigram):
+    return {
+        "byte": build_tokenizer("byte"),
+        "char": build_tokenizer("char", alphabet=get_task("histogram").alphabet() + "\n"),
+        "unigram": unigram,
+    }
+
+
+SAMPLES = {
+    "byte": ["héllo wörld", "  two  spaces\nand a newline ", "<>!"],
+    "char": ["abc 1 2 3", "  a  b\n\nj ", "0123456789"],
+    "unigram": ["I was a boy", "the teacher of mathematics said so.", "Botchan"],
+}
+
+
+@pytest.mark.parametrize("kind", ["byte", "char", "unigram"])
+def test_t5_conventions_and_roundtrip_offline(kind, unigram, tmp_path):
+    tok = _kinds(unigram)[kind]
+    assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
+    assert (tok.pad_token, tok.eos_token, tok.unk_token) == ("<pad>", "</s>", "<unk>")
+    save_tokenizer(tok, tmp_path / "tok")
+    loaded = AutoTokenizer.from_pretrained(str(tmp_path / "tok"), local_files_only=True)
+    assert load_tokenizer(tmp_path / "tok").get_vocab() == tok.get_vocab()
+    assert len(loaded) == len(tok)
+    for text in SAMPLES[kind]:
+        ids = tok(text)["input_ids"]
+        assert ids[-1] == tok.eos_token_id and ids.count(tok.eos_token_id) == 1  # eos appended, like T5
+        assert loaded(text)["input_ids"] == ids
+        assert loaded.decode(ids, skip_special_tokens=True) == text
+        assert tok.unk_token_id not in ids
+
+
+def test_char_tokenizer_layout_one_id_per_character():
+    tok = build_tokenizer("char", alphabet="ba c", extra_ids=3)
+    vocab = tok.get_vocab()
+    assert [vocab[c] for c in "ba c"] == [3, 4, 5, 6]  # after pad, eos, unk, in the given order
+    # sentinels last, <extra_id_0> with the highest id, as in T5
+    assert [vocab[f"<extra_id_{i}>"] for i in range(3)] == [9, 8, 7]
+    assert len(tok) == 10
+    assert tok("ab c")["input_ids"] == [4, 3, 5, 6, 1]
+    assert tok("a<extra_id_1>b")["input_ids"] == [4, 8, 3, 1]  # sentinels are single tokens
+    assert tok("axb")["input_ids"] == [4, 2, 3, 1]  # out of alphabet -> unk
+    batch = tok(["a", "abc"], padding=True)
+    assert batch["input_ids"] == [[4, 1, 0, 0], [4, 3, 6, 1]]
+    assert batch["attention_mask"] == [[1, 1, 0, 0], [1, 1, 1, 1]]
+
+
+def test_char_tokenizer_from_texts_and_errors():
+    tok = build_tokenizer("char", texts=["ab", "ba c"], extra_ids=0)
+    assert len(tok) == 3 + 4
+    with pytest.raises(ConfigError, match="needs alphabet="):
+        build_tokenizer("char")
+    with pytest.raises(ConfigError, match="unknown tokenizer kind 'bpe'; use one of byte, char, unigram"):
+        build_tokenizer("bpe")
+    with pytest.raises(ConfigError, match="needs texts="):
+        build_tokenizer("unigram", vocab_size=100)
+    with pytest.raises(ConfigError, match="extra_ids=-1"):
+        build_tokenizer("char", alphabet="a", extra_ids=-1)
+
+
+def test_sentinels_in_extra_id_order_for_every_kind(unigram):
+    for kind, tok in _kinds(unigram).items():
+        ids = sentinel_ids(tok)
+        assert tok.convert_ids_to_tokens(ids[:3]) == ["<extra_id_0>", "<extra_id_1>", "<extra_id_2>"], kind
+        assert len(set(ids)) == len(ids)
+    assert len(sentinel_ids(_kinds(unigram)["byte"])) == 125
+    u = sentinel_ids(unigram)
+    assert len(u) == 20 and u[0] == len(unigram) - 1 and u == sorted(u, reverse=True)  # T5 layout
+    with pytest.raises(ConfigError, match="no <extra_id_N> sentinels"):
+        sentinel_ids(build_tokenizer("char", alphabet="ab", extra_ids=0))
+
+
+def test_byte_tokenizer_is_byt5():
+    tok = build_tokenizer("byte")
+    assert isinstance(tok, ByT5Tokenizer) and len(tok) == 256 + 3 + 125
+    assert tok("é")["input_ids"] == [0xC3 + 3, 0xA9 + 3, 1]  # UTF-8 bytes shifted by the 3 specials
+
+
+def test_unigram_is_a_t5_tokenizer_with_the_requested_size(unigram, corpus):
+    assert isinstance(unigram, T5Tokenizer)
+    assert len(unigram) == 300 + 20
+    ids = unigram(corpus[2000])["input_ids"]
+    # a trained subword vocabulary compresses: fewer tokens than characters
+    assert len(ids) < 0.6 * len(corpus[2000])
+    assert unigram.decode(ids, skip_special_tokens=True) == " ".join(corpus[2000].split())
+
+
+def test_load_tokenizer_errors(tmp_path):
+    with pytest.raises(T5LabError, match="does not exist"):
+        load_tokenizer(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "README").write_text("x")
+    with pytest.raises(T5LabError, match="holds no tokenizer"):
+        load_tokenizer(tmp_path / "empty")
+
+
+def test_save_tokenizer_leaves_no_temp_dirs(tmp_path):
+    tok = build_tokenizer("char", alphabet="ab")
+    save_tokenizer(tok, tmp_path / "t")
+    save_tokenizer(tok, tmp_path / "t")  # overwrite in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
+
+
+def test_spiece_model_directory_loads_as_t5_tokenizer(tmp_path):
+    spm = pytest.importorskip("sentencepiece")
+    pytest.importorskip("google.protobuf")
+    d = tmp_path / "sp"
+    d.mkdir()
+    spm.SentencePieceTrainer.train(
+        input=str(bundled_corpus_path()),
+        model_prefix=str(d / "spiece"),
+        vocab_size=200,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        input_sentence_size=2000,
+        shuffle_input_sentence=False,
+        minloglevel=2,
+    )
+    (d / "spiece.vocab").unlink()
+    assert [p.name for p in d.iterdir()] == ["spiece.model"]
+    tok = load_tokenizer(d)
+    assert isinstance(tok, T5Tokenizer)
+    assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
+    assert len(tok) == 200 + 100  # the sentencepiece vocabulary + T5's 100 sentinels
+    ref = spm.SentencePieceProcessor(model_file=str(d / "spiece.model"))
+    text = "I was a boy of about ten years old."
+    ids = tok(text)["input_ids"]
+    assert ids == ref.encode(text) + [1]  # same pieces as sentencepiece itself, plus eos
+    assert tok.decode(ids, skip_special_tokens=True) == text
