@@ -12,6 +12,7 @@ from transformers import (
     AutoConfig,
     AutoModelForSeq2SeqLM,
     T5Config,
+    T5ForConditionalGeneration,
 )
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.t5.modeling_t5 import T5Stack
@@ -369,6 +370,9 @@ def test_reduce_loss_variants_match_hand_computed_token_weighted_ce():
         expected[b, t] = v
     assert outs["none"].loss.shape == labels.shape
     torch.testing.assert_close(outs["none"].loss.double(), expected)
+    outs["mean"].loss.backward()
+    assert model.encoder.embed_positions.weight.grad.abs().sum() > 0
+    assert torch.isfinite(model.shared.weight.grad).all()
     # batching does not reweight: the mean is per token, not per sequence
     per_seq = outs["none"].loss.sum(1) / torch.tensor([3.0, 1.0])
     assert not torch.isclose(per_seq.mean(), outs["mean"].loss)
@@ -430,6 +434,16 @@ def test_beam_search_runs_and_returns_ranked_beams(batch):
     assert out.sequences.shape[1] <= 6
     scores = out.sequences_scores.view(ids.shape[0], 2)
     assert torch.all(scores[:, 0] >= scores[:, 1])
+    uncached = model.generate(
+        ids,
+        attention_mask=mask,
+        num_beams=3,
+        num_return_sequences=2,
+        max_new_tokens=5,
+        do_sample=False,
+        use_cache=False,
+    )
+    assert torch.equal(uncached, out.sequences)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -465,7 +479,10 @@ def test_from_t5_directory_copies_decoder_and_reports_new_and_unused(t5_dir, tin
 
 def test_from_t5_in_memory_model_matches_directory_load(t5_dir, tiny_t5, batch):
     ids, mask, labels = batch
-    from_memory = T5PseudoDecForConditionalGeneration.from_t5(tiny_t5, position_blind=True)
+    from_memory = T5PseudoDecForConditionalGeneration.from_t5(
+        tiny_t5, position_blind=True, attn_implementation="eager"
+    )
+    assert from_memory.decoder.config._attn_implementation == "eager"
     from_dir = T5PseudoDecForConditionalGeneration.from_t5(t5_dir, position_blind=True)
     _assert_copied_from_t5(from_memory, tiny_t5)
     assert from_memory.load_report.new == []
@@ -519,3 +536,7 @@ def test_error_cases_are_clear(tmp_path):
         T5PseudoDecForConditionalGeneration.from_t5(tmp_path / "missing")
     with pytest.raises(ValueError, match="expects a T5 checkpoint directory or a T5 model"):
         T5PseudoDecForConditionalGeneration.from_t5(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match=r"unknown config options \['positon_blind'\]"):
+        T5PseudoDecForConditionalGeneration.from_t5(
+            T5ForConditionalGeneration(T5Config(**TINY_T5)), positon_blind=True
+        )

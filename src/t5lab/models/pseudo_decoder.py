@@ -376,10 +376,14 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
                 f"from_t5 expects a T5 checkpoint directory or a T5 model, got {type(path_or_model).__name__}"
             )
         source = path_or_model
-        attn = kwargs.pop("attn_implementation", None)
-        config = cls.config_class.from_dict(source.config.to_dict(), **kwargs)
-        if attn is not None:
-            config._attn_implementation = attn
+        config, unused_kwargs = cls.config_class.from_dict(
+            source.config.to_dict(), return_unused_kwargs=True, **kwargs
+        )
+        if unused_kwargs:
+            raise ValueError(
+                f"from_t5 got unknown config options {sorted(unused_kwargs)}; pass fields of "
+                f"{cls.config_class.__name__} (e.g. position_blind, max_position_embeddings)"
+            )
         model = cls(config)
         result = model.load_state_dict(source.state_dict(), strict=False)
         ignored = cls._keys_to_ignore_on_load_unexpected
