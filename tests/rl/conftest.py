@@ -1,40 +1,45 @@
-"""Tiny value-head policies for the PPO tests (seq2seq T5 and decoder-only T5, seeded)."""
+"""Tiny value-head policies (t5lab's value-head models) for the PPO tests, seeded, one thread."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-from transformers import T5Config, T5ForConditionalGeneration
+from transformers import T5Config
 
 from tests.conftest import TINY_T5
 
 
-class TinyT5WithValue(T5ForConditionalGeneration):
-    """transformers' T5 plus a linear value head on the last decoder hidden state (test stand-in)."""
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The CI box has 2 cores shared by many processes; with several intra-op threads each tiny
+    # matmul waits on oversubscribed cores (20-50x slower here). Tiny models need one thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
-    def __init__(self, config: T5Config) -> None:
-        super().__init__(config)
-        self.v_head = nn.Linear(config.d_model, 1)
-        self.detached = False
 
-    def detach_head(self) -> None:
-        self.detached = True
+def tiny_value_model(variant: str = "t5", **over):
+    """A fresh tiny value-head policy of a variant: ``t5``, ``pseudo_dec``, ``decoder_only``, ``prefix_lm``."""
+    from t5lab.models.value_head import (
+        T5DecoderOnlyWithValueHead,
+        T5DecoderOnlyWithValueHeadConfig,
+        T5HeadWithValueModel,
+        T5PseudoDecWithValueHead,
+        T5PseudoDecWithValueHeadConfig,
+    )
 
-    def attach_head(self) -> None:
-        self.detached = False
-
-    def forward(self, *args, **kwargs):
-        kwargs["output_hidden_states"] = True
-        out = super().forward(*args, **kwargs)
-        hidden = out.decoder_hidden_states[-1]  # (B, T, D)
-        if self.detached:
-            hidden = hidden.detach()
-        out["values"] = self.v_head(hidden).squeeze(-1).float()  # (B, T)
-        return out
+    torch.manual_seed(0)
+    cfg = {**TINY_T5, **over}
+    if variant == "t5":
+        return T5HeadWithValueModel(T5Config(**cfg)).eval()
+    if variant == "pseudo_dec":
+        return T5PseudoDecWithValueHead(T5PseudoDecWithValueHeadConfig(**cfg)).eval()
+    cfg.pop("num_decoder_layers")
+    config = T5DecoderOnlyWithValueHeadConfig(**cfg, prefix_lm=variant == "prefix_lm")
+    return T5DecoderOnlyWithValueHead(config).eval()
 
 
 @pytest.fixture
-def value_t5() -> TinyT5WithValue:
-    torch.manual_seed(0)
-    return TinyT5WithValue(T5Config(**TINY_T5)).eval()
+def value_t5():
+    return tiny_value_model("t5")

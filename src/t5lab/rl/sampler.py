@@ -112,6 +112,11 @@ def _accepts(model: nn.Module, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
 
 
+def _is_prefix_lm(model: nn.Module) -> bool:
+    # t5lab's decoder-only T5 trained as a prefix LM sees its prompt bidirectionally
+    return bool(getattr(model.config, "prefix_lm", False)) and _accepts(model, "prefix_mask")
+
+
 def left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Moves padding to the left, keeping the order of real tokens (for causal-LM prompts).
 
@@ -199,6 +204,8 @@ def respond_to_batch(
         ids, mask = left_align(input_ids, attention_mask)
         next_input = ids
         use_positions = _accepts(model, "position_ids")
+        use_prefix = _is_prefix_lm(model)
+        prompt_mask = mask
         step_kwargs = {}
 
     tokens, logprobs, masks = [], [], []
@@ -211,6 +218,11 @@ def respond_to_batch(
             kwargs = {"attention_mask": mask}
             if use_positions:
                 kwargs["position_ids"] = _causal_position_ids(mask)[:, -next_input.shape[1] :]
+            if use_prefix:
+                # the prompt is the bidirectional prefix; sampled tokens are causal targets
+                kwargs["prefix_mask"] = torch.cat(
+                    [prompt_mask, prompt_mask.new_zeros(batch, mask.shape[1] - prompt_mask.shape[1])], dim=1
+                )
             out = model(input_ids=next_input, past_key_values=past, use_cache=True, **kwargs)
         past = out.past_key_values
         scores = procs(next_input, out.logits[:, -1].float())  # (B, V) processed logits
@@ -288,6 +300,8 @@ def forward_responses(
         kwargs = {"attention_mask": full_mask}
         if _accepts(model, "position_ids"):
             kwargs["position_ids"] = _causal_position_ids(full_mask)
+        if _is_prefix_lm(model):
+            kwargs["prefix_mask"] = torch.cat([mask, torch.zeros_like(response_ids)], dim=1)
         out = model(input_ids=full_ids, **kwargs)
         prompt_len = ids.shape[1]
         # the output at position i predicts token i + 1: response token t is predicted at P - 1 + t
