@@ -362,6 +362,9 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
 
         Returns:
             The model in eval mode, with ``model.load_report``.
+
+        Raises:
+            ValueError: a missing directory, something that is not a T5 model, or an unknown option.
         """
         if isinstance(path_or_model, (str, os.PathLike)):
             if not os.path.isdir(path_or_model):
