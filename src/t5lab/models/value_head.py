@@ -122,9 +122,9 @@ class ValueHeadConfigMixin:
             model's ``dropout_rate``.
         value_head_init_scale: the value head's weight is drawn from
             ``N(0, (initializer_factor * value_head_init_scale)**2 / d_model)`` with a zero bias. The
-            decoder output is RMS-normalised (unit RMS at init), so the initial values have a standard
-            deviation of about ``initializer_factor * value_head_init_scale``: 0.1 keeps them near 0,
-            so early PPO advantages are driven by the rewards rather than by a random critic.
+            decoder output is RMS-normalised (unit RMS at init with ``initializer_factor=1``), so
+            the initial values have an RMS of about ``value_head_init_scale``: 0.1 keeps them near
+            0, so early PPO advantages are driven by the rewards rather than by a random critic.
     """
 
     value_head_dropout: float | None = None
@@ -134,6 +134,9 @@ class ValueHeadConfigMixin:
         # `T5Config.to_dict()` (and a plain LM checkpoint's config.json) carries the base model_type;
         # `from_dict` would set it as an instance attribute and hide the subclass's own model_type.
         kwargs.pop("model_type", None)
+        # Checked here too so that a bad value raises a plain one-line ValueError at construction;
+        # `@strict` wraps errors of its class validators in its own exception type.
+        self.validate_value_head()
         super().__post_init__(**kwargs)  # type: ignore[misc]
 
     @classmethod
@@ -157,7 +160,11 @@ class ValueHeadConfigMixin:
         return new
 
     def validate_value_head(self) -> None:
-        """``@strict`` class validator: the value-head fields are in range."""
+        """``@strict`` class validator (also run at construction): the value-head fields are in range.
+
+        Raises:
+            ValueError: dropout outside [0, 1) or a negative init scale.
+        """
         if self.value_head_dropout is not None and not 0.0 <= self.value_head_dropout < 1.0:
             raise ValueError(
                 f"value_head_dropout={self.value_head_dropout} is not a probability; "
