@@ -114,3 +114,28 @@ def test_apply_objective_is_deterministic_and_rejects_token_objectives():
         apply_objective(records, "span_corruption")
     with pytest.raises(ConfigError, match="unknown objective 'mlm'"):
         apply_objective(records, "mlm")
+
+
+def test_hf_code_path_with_a_stand_in_datasets_module(monkeypatch):
+    """The hf: tasks read rows through datasets.load_dataset; a stand-in checks the plumbing offline."""
+    import sys
+    import types
+
+    calls = []
+
+    def load_dataset(name, config, split):
+        calls.append((name, config, split))
+        if name == "glue":
+            return [{"sentence": "good film", "label": 1}, {"sentence": "bad film", "label": 0}]
+        return [{"text": " = Title = \n"}, {"text": ""}, {"text": "Body text .\n"}]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    text = get_task("hf:wikitext/wikitext-2-raw-v1", split="validation")
+    assert [r.target for r in text.load()] == [" = Title = ", "Body text ."]
+    assert calls[-1] == ("wikitext", "wikitext-2-raw-v1", "validation")
+    sst2 = get_task("hf:glue/sst2", text_column="sentence", label_column="label", limit=1)
+    assert sst2.kind == "classification" and sst2.num_labels == 2
+    assert [(r.text, r.label) for r in sst2.load()] == [("good film", 1)]
+    assert calls[-1] == ("glue", "sst2", "train")
+    with pytest.raises(ConfigError, match="no string field 'body'"):
+        get_task("hf:ptb_text_only", text_column="body").load()
