@@ -290,6 +290,39 @@ def test_cached_and_uncached_greedy_decoding_agree(use_prefix):
     assert torch.equal(cached, uncached)
 
 
+def test_beam_search_with_prefix_cached_equals_uncached():
+    model = make_model()
+    input_ids = tokens(2, 5)
+    common = dict(
+        prefix_mask=torch.ones_like(input_ids),
+        num_beams=3,
+        max_new_tokens=5,
+        do_sample=False,
+        eos_token_id=None,
+    )
+    assert torch.equal(
+        model.generate(input_ids, **common), model.generate(input_ids, use_cache=False, **common)
+    )
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = make_model().train()
+    input_ids = tokens(2, 8)
+    prefix_mask = torch.zeros_like(input_ids)
+    prefix_mask[:, :4] = 1
+    labels = input_ids.masked_fill(prefix_mask.bool(), -100)
+
+    def grads():
+        model.zero_grad()
+        model(input_ids, prefix_mask=prefix_mask, labels=labels, use_cache=False).loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    plain = grads()
+    model.activation_checkpointing_enable()
+    for a, b in zip(plain, grads()):
+        torch.testing.assert_close(a, b)
+
+
 def test_generate_with_prefix_matches_manual_greedy_loop():
     """generate(prefix_mask=prompt) == argmax loop on the full sequence with the prompt as prefix."""
     model = make_model()
@@ -391,8 +424,10 @@ def test_save_and_load_through_auto_model_for_causal_lm(tmp_path):
     model = make_model(prefix_lm=True, prefix_forward_buckets=4)
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
-    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    # load with the eager back-end: the round trip and eager == sdpa (model is sdpa) in one go
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager")
     assert type(loaded) is T5DecoderOnlyForCausalLM
+    assert loaded.decoder.config._attn_implementation == "eager"
     assert (loaded.config.prefix_lm, loaded.config.prefix_forward_buckets) == (True, 4)
     input_ids = tokens(2, 7)
     prefix_mask = torch.zeros_like(input_ids)
