@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch.nn import functional as F  # noqa: N812
 from transformers import (
     AutoConfig,
@@ -331,6 +332,25 @@ def test_detached_head_still_lets_the_lm_loss_train_the_body(variant):
     assert torch.count_nonzero(vh.decoder.final_layer_norm.weight.grad) > 0
 
 
+def test_gradient_checkpointing_gives_the_same_gradients():
+    """PPO on long rollouts wants activation checkpointing; the hook on the stack must still see its output."""
+    vh = VARIANTS[0].vh(value_head_init_scale=1.0).train()
+    batch = VARIANTS[0].batch()
+
+    def grads() -> dict[str, torch.Tensor]:
+        vh.zero_grad(set_to_none=True)
+        out = vh(**batch)
+        (out.loss + out.values.pow(2).mean()).backward()
+        return {n: p.grad.clone() for n, p in vh.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    vh.gradient_checkpointing_enable()
+    checkpointed = grads()
+    assert plain.keys() == checkpointed.keys() and "v_head.summary.weight" in plain
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, msg=name)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Loading and saving
 # ---------------------------------------------------------------------------------------------------------
@@ -343,11 +363,14 @@ def test_from_plain_lm_checkpoint_keeps_body_and_reports_new_head(variant, tmp_p
         vh = variant.vh_model.from_pretrained(tmp_path / "lm")
     assert type(vh) is variant.vh_model
     assert vh.config.model_type == variant.vh_config.model_type
-    lm_state = lm.state_dict()
-    for name, tensor in vh.state_dict().items():
-        if name.startswith("v_head."):
-            continue
-        torch.testing.assert_close(tensor, lm_state[name], rtol=0, atol=0, msg=name)
+    checkpoint = load_file(tmp_path / "lm" / "model.safetensors")  # what is on disk, not the model in memory
+    state = vh.state_dict()
+    for name, tensor in checkpoint.items():
+        torch.testing.assert_close(state[name], tensor, rtol=0, atol=0, msg=name)
+    # every body tensor is either in the file or tied to one that is (lm_head / embed_tokens -> shared)
+    assert set(state) - set(checkpoint) - {"v_head.summary.weight", "v_head.summary.bias"} <= set(
+        vh.all_tied_weights_keys
+    )
     assert vh.load_report.new == ["v_head.summary.bias", "v_head.summary.weight"]
     assert vh.load_report.unused == []
     assert "2 new (randomly initialised)" in caplog.text and "v_head.summary" in caplog.text
