@@ -1,0 +1,122 @@
+"""ExperimentConfig: YAML + overrides, sweeps, and one-line errors for every kind of bad input."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from t5lab.config import ExperimentConfig, expand_sweep, load_config, load_sweep, parse_override, read_yaml
+from t5lab.errors import ConfigError
+
+
+def test_defaults_validate_and_round_trip(tmp_path):
+    cfg = load_config()
+    assert isinstance(cfg, ExperimentConfig)
+    path = tmp_path / "c.yaml"
+    path.write_text(cfg.to_yaml())
+    again = load_config(path)
+    assert again.to_dict() == {**cfg.to_dict(), "name": "run"}
+
+
+def test_yaml_file_and_overrides(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"model": {"d_model": 32}, "train": {"lr": "1e-3"}}))
+    cfg = load_config(path, ["train.lr=3e-4", "model.variant=gpt2", "data.options.max_len=6", "tokenizer=byte"])
+    assert cfg.name == "exp"  # from the file name
+    assert cfg.model.d_model == 32 and cfg.model.variant == "gpt2"
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.data.options == {"max_len": 6}
+    assert cfg.tokenizer.kind == "byte"
+
+
+def test_override_values_are_yaml():
+    assert parse_override("train.max_epochs=3") == (["train", "max_epochs"], 3)
+    assert parse_override("model.d_model=[32, 64]") == (["model", "d_model"], [32, 64])
+    assert parse_override("train.early_stop=null") == (["train", "early_stop"], None)
+    assert parse_override("train.lr=1e-3")[1] == pytest.approx(1e-3)
+
+
+def test_sweep_is_cartesian_product_and_names_points():
+    raw = {"model": {"d_model": [32, 64]}, "train": {"lr": [1e-3, 3e-4], "max_steps": 5}}
+    points = expand_sweep(raw)
+    assert len(points) == 4
+    assert [s for _, s in points] == ["d_model=32,lr=0.001", "d_model=32,lr=0.0003", "d_model=64,lr=0.001", "d_model=64,lr=0.0003"]
+    assert points[3][0]["model"]["d_model"] == 64 and points[3][0]["train"]["lr"] == 3e-4
+    cfgs = load_sweep(raw)
+    assert [c.model.d_model for c, _ in cfgs] == [32, 32, 64, 64]
+
+
+def test_betas_flat_list_is_a_value_nested_is_a_sweep():
+    assert len(load_sweep({"train": {"betas": [0.9, 0.98]}})) == 1
+    assert len(load_sweep({"train": {"betas": [[0.9, 0.98], [0.9, 0.999]]}})) == 2
+
+
+def test_nested_list_in_options_is_one_literal_value():
+    points = expand_sweep({"data": {"options": {"alphabet": [["a", "b"]]}}})
+    assert len(points) == 1 and points[0][0]["data"]["options"]["alphabet"] == ["a", "b"]
+
+
+def test_load_config_refuses_a_sweep():
+    with pytest.raises(ConfigError, match="is a sweep"):
+        load_config({"train": {"lr": [1e-3, 1e-4]}})
+
+
+BAD = [
+    ({"train": {"lrr": 1}}, "train.lrr"),
+    ({"modle": {}}, "modle"),
+    ({"model": {"d_model": "big"}}, "model.d_model"),
+    ({"model": {"variant": "t6"}}, "model.variant"),
+    ({"train": {"optimizer": "sgd"}}, "train.optimizer"),
+    ({"train": {"schedule": "exp"}}, "train.schedule"),
+    ({"train": {"precision": "bf17"}}, "train.precision"),
+    ({"trainer": {"strategy": "horovod"}}, "trainer.strategy"),
+    ({"model": {"dropout": 1.5}}, "model.dropout"),
+    ({"train": {"max_steps": None, "max_epochs": None}}, "max_steps"),
+    ({"train": {"warmup_steps": 100, "max_steps": 50}}, "warmup_steps"),
+    ({"tokenizer": {"kind": "unigram"}}, "vocab_size"),
+    ({"tokenizer": "wordpiece"}, "tokenizer.kind"),
+    ({"data": {"task": "no_such_task"}}, "no_such_task"),
+    ({"data": {"options": {"colour": 1}}}, "colour"),
+    ({"model": {"variant": "enct5"}}, "model.variant=enct5"),  # classifier on a seq2seq task
+    ({"data": {"objective": "causal_lm"}}, "data.objective"),  # objective on a seq2seq task
+    ({"model": {"variant": "gpt2"}, "data": {"task": "botchan", "objective": "prefix_lm"}}, "prefix_lm"),
+    ({"model": {"variant": "t5"}, "data": {"task": "botchan", "objective": "causal_lm"}}, "data.objective"),
+    (
+        {"model": {"variant": "decoder_only", "options": {"prefix_lm": True}}, "data": {"loss_on": "all"}},
+        "data.loss_on",
+    ),
+    ({"model": {"variant": "t5", "options": {"not_a_field": 1}}}, "model.options.not_a_field"),
+    ({"log": {"csv": False}}, "log.csv"),
+    ({"name": "a/b"}, "name"),
+]
+
+
+@pytest.mark.parametrize("raw,needle", BAD, ids=[n for _, n in BAD])
+def test_bad_configs_give_one_line_errors(raw, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(raw)
+    msg = str(info.value)
+    assert needle in msg
+    assert "\n" not in msg
+
+
+def test_unknown_override_key_lists_allowed_keys():
+    with pytest.raises(ConfigError, match="keys of train: batch_size") as info:
+        load_config(None, ["train.batchsize=3"])
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        read_yaml(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
+        read_yaml(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_config_is_frozen():
+    cfg = load_config()
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's ValidationError for frozen instances
+        cfg.train.lr = 1.0

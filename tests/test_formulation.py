@@ -1,0 +1,156 @@
+"""Formulations: records -> batches per variant; token-weighted losses against HF's own losses."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
+
+from t5lab.formulation import IGNORE, Formulation, classification_loss, token_loss
+from t5lab.tasks import Labelled, Pair
+from t5lab.tokenizers import build_tokenizer, sentinel_ids
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer("char", alphabet="abcdefghij ")
+
+
+def ids(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+RECORDS = [Pair("abc", "cba"), Pair("hijab", "bajih")]
+
+
+def test_seq2seq_batch(tok):
+    f = Formulation("seq2seq", tok, max_length=16)
+    batch = f.collate(f.encode_all(RECORDS))
+    eos = tok.eos_token_id
+    assert batch["input_ids"][0].tolist() == ids(tok, "abc") + [eos, 0, 0]
+    assert batch["attention_mask"][0].tolist() == [1, 1, 1, 1, 0, 0]
+    assert batch["labels"][0].tolist() == ids(tok, "cba") + [eos, IGNORE, IGNORE]
+    assert batch["labels"][1].tolist() == ids(tok, "bajih") + [eos]
+    assert set(batch) == {"input_ids", "attention_mask", "labels"}
+
+
+def test_causal_lm_loss_on_target_only_and_on_everything(tok):
+    eos = tok.eos_token_id
+    f = Formulation("causal_lm", tok, max_length=16)
+    e = f.encode(Pair("ab", "ba"))
+    assert e.input_ids == ids(tok, "ab") + [eos] + ids(tok, "ba") + [eos]
+    # labels aligned with input_ids (the model shifts): no loss on the input and the separator
+    assert e.labels == [IGNORE, IGNORE, IGNORE] + ids(tok, "ba") + [eos]
+    f_all = Formulation("causal_lm", tok, max_length=16, loss_on="all")
+    e_all = f_all.encode(Pair("ab", "ba"))
+    assert e_all.labels == [IGNORE] + e_all.input_ids[1:]
+    assert "prefix_mask" not in f.collate([e])
+
+
+def test_prefix_lm_batch_and_left_padded_prompts(tok):
+    f = Formulation("prefix_lm", tok, max_length=16)
+    examples = f.encode_all(RECORDS)
+    batch = f.collate(examples)
+    assert batch["prefix_mask"][0].tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert batch["prefix_mask"].shape == batch["input_ids"].shape
+    prompts = f.collate_prompts(examples)
+    eos = tok.eos_token_id
+    assert prompts["input_ids"][0].tolist() == [0, 0] + ids(tok, "abc") + [eos]  # left padding
+    assert prompts["attention_mask"][0].tolist() == [0, 0, 1, 1, 1, 1]
+    assert torch.equal(prompts["prefix_mask"], prompts["attention_mask"])
+
+
+def test_truncation_keeps_eos(tok):
+    f = Formulation("seq2seq", tok, max_length=4)
+    e = f.encode(Pair("abcdefgh", "hgfedcba"))
+    assert len(e.input_ids) == 4 and e.input_ids[-1] == tok.eos_token_id
+    assert len(e.labels) == 4 and e.labels[-1] == tok.eos_token_id
+
+
+def test_classification_labels(tok):
+    single = Formulation("classification", tok, max_length=8, num_labels=3, problem_type="single_label_classification")
+    b = single.collate(single.encode_all([Labelled("abc", 2), Labelled("de", 0)]))
+    assert b["labels"].tolist() == [2, 0] and b["labels"].dtype == torch.long
+    multi = Formulation("classification", tok, max_length=8, num_labels=3, problem_type="multi_label_classification")
+    b = multi.collate(multi.encode_all([Labelled("abc", [0, 2])]))
+    assert b["labels"].tolist() == [[1.0, 0.0, 1.0]]
+    reg = Formulation("classification", tok, max_length=8, num_labels=1, problem_type="regression")
+    b = reg.collate(reg.encode_all([Labelled("abc", 0.5)]))
+    assert b["labels"].dtype == torch.float and b["labels"].tolist() == [0.5]
+
+
+def test_text_objectives(tok):
+    text = Pair("", "abc def ghij")
+    causal = Formulation("causal_lm", tok, max_length=32, text_objective="causal_lm").encode(text)
+    assert causal.prompt == [tok.eos_token_id]  # empty input: eos acts as BOS
+    prefix = Formulation("seq2seq", tok, max_length=32, text_objective="prefix_lm", seed=3).encode(text)
+    assert prefix.source + prefix.reference == "abc def ghij" and prefix.source and prefix.reference
+    span = Formulation("seq2seq", tok, max_length=32, text_objective="span_corruption", noise_density=0.3).encode(text, 1)
+    sentinels = set(sentinel_ids(tok))
+    assert any(t in sentinels for t in span.input_ids) and span.labels[0] in sentinels
+    again = Formulation("seq2seq", tok, max_length=32, text_objective="span_corruption", noise_density=0.3).encode(text, 1)
+    assert again.input_ids == span.input_ids  # deterministic per (seed, index)
+
+
+def _tiny_t5(vocab):
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=2, decoder_start_token_id=0)
+    return T5ForConditionalGeneration(cfg).eval()
+
+
+def _tiny_gpt2(vocab):
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=1, n_head=2, n_positions=64)).eval()
+
+
+def test_token_loss_equals_hf_loss_seq2seq(tok):
+    f = Formulation("seq2seq", tok, max_length=16)
+    batch = f.collate(f.encode_all(RECORDS))
+    out = _tiny_t5(len(tok))(**batch)
+    loss_sum, n, _ = token_loss("seq2seq", out.logits, batch["labels"])
+    assert n.item() == (batch["labels"] != IGNORE).sum().item() == 4 + 6
+    torch.testing.assert_close(loss_sum / n, out.loss)
+
+
+def test_token_loss_equals_hf_loss_causal(tok):
+    f = Formulation("causal_lm", tok, max_length=16)
+    batch = f.collate(f.encode_all(RECORDS))
+    out = _tiny_gpt2(len(tok))(**batch)  # HF shifts labels inside the model
+    loss_sum, n, _ = token_loss("causal_lm", out.logits, batch["labels"])
+    torch.testing.assert_close(loss_sum / n, out.loss)
+
+
+def test_split_loss_is_token_weighted_not_mean_of_batch_means(tok):
+    f = Formulation("seq2seq", tok, max_length=16)
+    model = _tiny_t5(len(tok))
+    records = [Pair("a", "b"), Pair("abcdefgh", "hgfedcba")]
+    per_batch = []
+    for r in records:  # two batches with 2 and 9 target tokens
+        b = f.collate(f.encode_all([r]))
+        per_batch.append(token_loss("seq2seq", model(**b).logits, b["labels"]))
+    total = sum(s for s, _, _ in per_batch) / sum(n for _, n, _ in per_batch)
+    both = f.collate(f.encode_all(records))
+    reference = model(**both).loss  # one batch: HF's mean over all 11 label tokens
+    torch.testing.assert_close(total, reference)
+    mean_of_means = sum(s / n for s, n, _ in per_batch) / 2
+    assert not math.isclose(float(mean_of_means), float(reference), rel_tol=1e-4)
+
+
+def test_classification_loss_closed_form():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 3.0]])
+    labels = torch.tensor([0, 0, 1])
+    loss, n, correct = classification_loss(logits, labels, "single_label_classification")
+    expected = -(torch.log_softmax(logits, -1)[torch.arange(3), labels]).sum()
+    torch.testing.assert_close(loss, expected)
+    assert n.item() == 3 and correct.item() == 2
+    loss, n, _ = classification_loss(torch.tensor([[1.0], [3.0]]), torch.tensor([2.0, 2.0]), "regression")
+    assert loss.item() == pytest.approx(2.0)
+
+
+def test_importable_without_lightning():
+    code = "import sys, t5lab.formulation, t5lab.config; assert 'lightning' not in sys.modules, 'lightning imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
