@@ -57,10 +57,15 @@ def tiny_decoder_only():
     return _variant("decoder_only", "T5DecoderOnlyConfig", "T5DecoderOnlyForCausalLM")
 
 
+def tiny_prefix_lm():
+    return _variant("decoder_only", "T5DecoderOnlyConfig", "T5DecoderOnlyForCausalLM", prefix_lm=True)
+
+
 LM_FACTORIES = {
     "t5": tiny_t5,
     "pseudo_dec": tiny_pseudo_dec,
     "decoder_only": tiny_decoder_only,
+    "prefix_lm": tiny_prefix_lm,
     "gpt2": tiny_gpt2,
 }
 

@@ -12,7 +12,15 @@ from typing import Any
 import torch
 
 from t5lab.errors import T5LabError
-from t5lab.explore._common import CAUSAL, SEQ2SEQ, causal_add_special_tokens, device_of, model_kind, tokenize
+from t5lab.explore._common import (
+    CAUSAL,
+    SEQ2SEQ,
+    causal_add_special_tokens,
+    device_of,
+    is_prefix_lm,
+    model_kind,
+    tokenize,
+)
 
 
 @dataclass
@@ -104,6 +112,8 @@ def attention_maps(
     src_tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0])
     tgt_tokens: list[str] = []
     kwargs: dict[str, Any] = {}
+    if kind == CAUSAL and is_prefix_lm(model):
+        kwargs["prefix_mask"] = enc["attention_mask"].clone()  # a prefix LM reads its text as a prefix
     if kind == SEQ2SEQ:
         if target is None:
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)

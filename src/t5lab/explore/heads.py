@@ -10,7 +10,8 @@ transformers 5 removed ``head_mask`` and ``prune_heads``. Here:
   ``n_heads``/``inner_dim``. T5 computes the relative position bias once, in layer 0 of a stack, as
   (1, H, Tq, Tk), and shares it with every later layer of that stack. So each pruned layer selects
   its own kept heads out of the shared bias (a forward pre-hook), and the columns of layer 0's
-  ``relative_attention_bias`` are removed for the heads that no layer of the stack uses any more.
+  ``relative_attention_bias`` (and the decoder-only model's ``prefix_forward_bias``) are removed
+  for the heads that no layer of the stack uses any more.
 
 Layers are named ``"encoder.N"`` / ``"decoder.N"`` (self-attention of block N; the stack is
 ``decoder`` for causal LMs) and ``"decoder.N.cross"`` (cross-attention, ablation only).
@@ -235,10 +236,13 @@ def prune_heads(model: nn.Module, heads: Mapping[Any, Sequence[int]]) -> nn.Modu
         needed = sorted({h for s in selfs for h in getattr(s.module, "_t5lab_kept", range(s.n_heads))})
         if needed != table_heads:
             cols = torch.tensor([table_heads.index(h) for h in needed], device=first.relative_attention_bias.weight.device)
-            old = first.relative_attention_bias
-            new = nn.Embedding(old.num_embeddings, len(needed)).to(old.weight)
-            new.weight.data.copy_(old.weight.index_select(1, cols).detach())
-            first.relative_attention_bias = new
+            # the decoder-only prefix LM keeps a second per-head table for forward distances
+            for table in ("relative_attention_bias", "prefix_forward_bias"):
+                old = getattr(first, table, None)
+                if isinstance(old, nn.Embedding):
+                    new = nn.Embedding(old.num_embeddings, len(needed)).to(old.weight)
+                    new.weight.data.copy_(old.weight.index_select(1, cols).detach())
+                    setattr(first, table, new)
             first._t5lab_table_heads = needed
         for s in selfs:
             attn = s.module

@@ -227,7 +227,8 @@ def hidden_states(
     device = device_of(model)
     if kind == "causal":
         enc = tokenize(tokenizer, texts, add_special_tokens=causal_add_special_tokens(tokenizer), device=device)
-        out = model(**enc, output_hidden_states=True)
+        extra = {"prefix_mask": enc["attention_mask"].clone()} if is_prefix_lm(model) else {}
+        out = model(**enc, **extra, output_hidden_states=True)
         tokens = [tokenizer.convert_ids_to_tokens(ids[m.bool()]) for ids, m in zip(enc["input_ids"], enc["attention_mask"])]
         return HiddenStates(None, tuple(out.hidden_states), None, enc["attention_mask"], tokens)
     enc = tokenize(tokenizer, texts, device=device)
