@@ -470,6 +470,10 @@ def test_bad_inputs_raise_clear_errors():
         model(input_ids, prefix_mask=torch.tensor([[1, 0, 1, 0, 0, 0]] * 2))
     with pytest.raises(ValueError, match="0/1"):
         model(input_ids, prefix_mask=torch.full((2, 6), 0.5))
+    with pytest.raises(ValueError, match="0/1"):
+        model(input_ids, prefix_mask=torch.full((2, 6), 2))
+    with pytest.raises(ValueError, match="4D attention_mask"):
+        model(input_ids, prefix_mask=torch.ones(2, 6), attention_mask=torch.zeros(2, 1, 6, 6))
     with pytest.raises(ValueError, match="labels has shape"):
         model(input_ids, labels=input_ids[:, 1:])
     with pytest.raises(ValueError, match="attention_mask has shape"):

@@ -357,14 +357,14 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
                 f"({batch}, {full_length}), like a 2D attention_mask (with a cache it covers the cached tokens; "
                 "chunked prefill cannot be used with a prefix)"
             )
-        if prefix_mask.dtype.is_floating_point or (
-            prefix_mask.dtype != torch.bool and (prefix_mask > 1).any()
-        ):
-            raise ValueError("prefix_mask must hold 0/1 (int or bool) values, 1 on prefix positions")
-        if prefix_mask.dtype != torch.bool and (prefix_mask < 0).any():
-            raise ValueError("prefix_mask must hold 0/1 (int or bool) values, 1 on prefix positions")
-        padding = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
-        bad = masks.prefix_violations(prefix_mask, padding)
+        if not ((prefix_mask == 0) | (prefix_mask == 1)).all():
+            raise ValueError("prefix_mask must hold only 0/1 values, 1 on prefix positions")
+        if attention_mask is not None and attention_mask.dim() != 2:
+            raise ValueError(
+                "prefix_mask cannot be combined with a prepared 4D attention_mask (it would be ignored); "
+                "pass a 2D padding attention_mask, or fold the prefix into your 4D mask and drop prefix_mask"
+            )
+        bad = masks.prefix_violations(prefix_mask, attention_mask)
         if bad.numel():
             raise ValueError(
                 f"prefix_mask row {bad[0].item()} marks a prefix position after a non-prefix token: the prefix "
