@@ -145,3 +145,26 @@ def test_path_with_unknown_extension_is_a_clear_error(tmp_path):
     f.write_text("x")
     with pytest.raises(ConfigError, match=r"unsupported extension '.parquet'.*\.csv"):
         get_task(str(f))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: get_task("nope"),
+        lambda: get_task("copy", bogus=1),
+        lambda: get_task("copy", min_len=0),
+        lambda: get_task("count", symbol="z"),
+        lambda: get_task("numbersort", max_value=0),
+        lambda: get_task("maskedcopy", mask_char="__"),
+        lambda: get_task("does/not/exist.csv"),
+        lambda: get_task("does/not/exist.txt"),
+        lambda: get_task(""),
+        lambda: build_splits("reverse", train=10**9, val=0, test=0, min_len=1, max_len=2),
+        lambda: build_splits("text", train=0.7, val=0.7, test=0),
+    ],
+)
+def test_errors_are_one_line_config_errors(call):
+    with pytest.raises(ConfigError) as err:
+        call()
+    msg = str(err.value)
+    assert msg and "\n" not in msg and len(msg) < 300
