@@ -387,6 +387,7 @@ def test_multi_label_needs_a_prompt_per_label():
     ids, mask = batch(2)
     with pytest.raises(ValueError, match="one decoder prompt per label"):
         model(ids, attention_mask=mask, labels=torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]))
+    assert model.config.problem_type is None  # the refused guess is not kept
 
 
 def test_unknown_problem_type():

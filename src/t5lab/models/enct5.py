@@ -384,7 +384,11 @@ class EncT5ForSequenceClassification(T5PreTrainedModel):
                 self.config.problem_type = "single_label_classification"
             else:
                 self.config.problem_type = "multi_label_classification"
-            check_enct5_config(self.config)
+            try:
+                check_enct5_config(self.config)
+            except ValueError:
+                self.config.problem_type = None  # a refused guess must not end up in a saved config
+                raise
         return self.config.problem_type
 
     def forward(
