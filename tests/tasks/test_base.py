@@ -168,3 +168,16 @@ def test_errors_are_one_line_config_errors(call):
         call()
     msg = str(err.value)
     assert msg and "\n" not in msg and len(msg) < 300
+
+
+def test_default_options_fit_the_default_config_sizes():
+    # t5lab.config's DataConfig defaults to 2000/200/200; every built-in generator must fit them
+    for name in SYNTHETIC + CLASSIFICATION:
+        splits = build_splits(name, train=2000, val=200, test=200, seed=0)
+        assert len({r.key() for s in splits.values() for r in s}) == 2400, name
+
+
+def test_a_small_space_can_be_filled_completely():
+    # parity over 4..8 bits has 16+32+64+128+256 = 496 inputs; all of them must be reachable
+    splits = build_splits("parity", train=490, val=3, test=3, seed=0, max_len=8)
+    assert len({r.text for s in splits.values() for r in s}) == 496

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from t5lab.tasks.span_corruption import noise_span_lengths, reconstruct, span_corruption, span_corrupt_text
+from t5lab.tasks.span_corruption import noise_span_lengths, reconstruct, span_corrupt_text, span_corruption
 
 SENTINELS = list(range(1099, 999, -1))  # <extra_id_0> = 1099, <extra_id_1> = 1098, ... as in T5
 

@@ -382,7 +382,9 @@ def _draw_unique(task: Task, total: int, seed: int) -> list[Record]:
     rng = random.Random(seed)
     round_seed = seed
     for _ in range(50):
-        for r in task.generate(max(total - len(records), 16) if records else total, round_seed):
+        # every round draws `total` again: near a small space's size the last few distinct records
+        # need many draws (coupon collector), and a short round would run out of rounds first
+        for r in task.generate(max(total, 16), round_seed):
             k = r.key()
             if k not in seen:
                 seen.add(k)

@@ -79,7 +79,8 @@ class Parity(SyntheticClassification):
     default_alphabet: ClassVar[str] = "01"
     label_names = ["even", "odd"]
 
-    def __init__(self, min_len: int = 4, max_len: int = 8):
+    # up to 16 bits: 2^17 - 16 distinct inputs, room for the default 2000/200/200 splits
+    def __init__(self, min_len: int = 4, max_len: int = 16):
         super().__init__(min_len, max_len, "01")
 
     def options(self) -> dict:
@@ -95,7 +96,7 @@ class Majority(SyntheticClassification):
 
     default_alphabet: ClassVar[str] = "ab"
 
-    def __init__(self, min_len: int = 3, max_len: int = 9, alphabet: str | None = None):
+    def __init__(self, min_len: int = 3, max_len: int = 15, alphabet: str | None = None):
         super().__init__(min_len, max_len, alphabet)
         if len(self.alphabet_) < 2:
             raise ConfigError(f"majority needs at least two symbols, got alphabet={self.alphabet_!r}")
