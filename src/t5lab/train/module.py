@@ -56,6 +56,7 @@ class T5LabModule(pl.LightningModule):
         self.run_dir = run_dir
         self.samples_seen = 0  # training examples consumed, all ranks
         self.tokens_seen = 0  # training loss tokens consumed, all ranks
+        self.last_val_step = -1  # global step of the latest full validation
         self._acc: dict[str, torch.Tensor] = {}
         self._samples: list[tuple[str, str, str]] = []
 
@@ -208,6 +209,8 @@ class T5LabModule(pl.LightningModule):
         loss_sum, n, correct, exact, count = sums.tolist()
         if n == 0:
             return
+        if prefix == "val":
+            self.last_val_step = self.global_step
         metrics = {f"{prefix}_loss": loss_sum / n}
         if self.kind == "classification":
             if self.problem_type != "regression":

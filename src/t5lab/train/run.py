@@ -353,6 +353,8 @@ def run_experiment(
     )
     trainer = make_trainer(cfg, run_dir, progress=progress)
     trainer.fit(module, datamodule=pieces.datamodule, ckpt_path=ckpt_path)
+    if cfg.data.val != 0 and module.last_val_step != trainer.global_step:
+        trainer.validate(module, datamodule=pieces.datamodule, verbose=False)  # final weights, when fit ended between validations
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
     if cfg.data.test != 0:
         for row in trainer.test(module, datamodule=pieces.datamodule, verbose=False):
