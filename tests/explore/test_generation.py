@@ -28,7 +28,7 @@ def argmax_loop(model, tokenizer, prompt: str, steps: int) -> list[int]:
             if out[-1] == eos:
                 break
         return out[1:]
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(prompt)["input_ids"]  # `prompt </s>`: t5lab's decoder-only input/target separator
     new: list[int] = []
     for _ in range(steps):
         x = torch.tensor([ids + new])

@@ -24,7 +24,9 @@ def hand_nll(model, tokenizer, text: str, source: str = "") -> tuple[float, int]
         labels = tokenizer([text], return_tensors="pt")["input_ids"]
         logp = model(**enc, labels=labels).logits.log_softmax(-1)[0]  # (S, V)
         return -float(logp.gather(-1, labels[0][:, None]).sum()), labels.shape[1]
-    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    # t5lab's causal-LM formulation of a bare text: `</s> text </s>`, the first </s> acting as BOS
+    eos = tokenizer.eos_token_id
+    ids = torch.tensor([[eos] + tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]])
     logp = model(input_ids=ids).logits.log_softmax(-1)[0, :-1]  # position t predicts t + 1
     return -float(logp.gather(-1, ids[0, 1:, None]).sum()), ids.shape[1] - 1
 
@@ -38,10 +40,10 @@ def test_perplexity_is_token_weighted_over_the_whole_set(make):
     result = t5lab.perplexity(model, tokenizer, TEXTS, per_token=True, batch_size=3)
     assert result.tokens == count
     assert result.mean == pytest.approx(math.exp(total / count), rel=1e-5)
-    seq_ppl = [math.exp(n / c) for n, c in per_text if c > 0]  # a 1-token text has nothing to predict in a causal LM
+    seq_ppl = [math.exp(n / c) for n, c in per_text]
     assert result.max == pytest.approx(max(seq_ppl), rel=1e-5)
     assert result.min == pytest.approx(min(seq_ppl), rel=1e-5)
-    assert [len(v) for v in result.per_token] == [c for _, c in per_text if c > 0]
+    assert [len(v) for v in result.per_token] == [c for _, c in per_text]
     assert float(sum(v.sum() for v in result.per_token)) == pytest.approx(total, rel=1e-5)
     batch_means = []
     for batch in text_batches(model, tokenizer, TEXTS, 3):
@@ -58,8 +60,8 @@ def test_perplexity_of_pairs_scores_only_the_target_and_accepts_a_dataloader():
     total, count = 0.0, 0
     with torch.no_grad():
         for src, tgt in pairs:
-            s = tokenizer(src, add_special_tokens=False)["input_ids"]
-            t = tokenizer(tgt, add_special_tokens=False)["input_ids"]
+            s = tokenizer(src)["input_ids"]  # `src </s>`: input and separator, not scored
+            t = tokenizer(tgt)["input_ids"]  # `tgt </s>`: scored
             ids = torch.tensor([s + t])
             logp = model(input_ids=ids).logits.log_softmax(-1)[0]
             for pos in range(len(s), len(s) + len(t)):
@@ -91,4 +93,4 @@ def test_hidden_states_have_one_tensor_per_layer_and_the_padding_mask():
     gpt2 = tiny_gpt2()
     hs = t5lab.hidden_states(gpt2, tokenizer, ["ab", "hello"])
     assert hs.encoder is None and len(hs.decoder) == gpt2.config.n_layer + 1
-    assert hs.decoder_mask.sum(-1).tolist() == [2, 5]
+    assert hs.decoder_mask.sum(-1).tolist() == [3, 6]  # `text </s>`, left-padded

@@ -132,14 +132,31 @@ def tokenize(
     return out
 
 
-def causal_add_special_tokens(tokenizer: Any) -> bool:
-    """Whether to add special tokens to a causal-LM prompt.
+def formulation_kind(model: Any) -> str:
+    """The ``t5lab.formulation`` kind this model is trained with: seq2seq, prefix_lm, causal_lm, classification."""
+    kind = model_kind(model)
+    if kind == SEQ2SEQ:
+        return "seq2seq"
+    if kind == CLASSIFIER:
+        return "classification"
+    return "prefix_lm" if is_prefix_lm(model) else "causal_lm"
 
-    T5-style tokenizers append ``</s>`` to every text; a causal LM must not see an end-of-sequence
-    token at the end of its prompt, so special tokens are left out there. GPT-2's tokenizer adds none.
+
+def formulation_for(model: Any, tokenizer: Any) -> Any:
+    """A :class:`t5lab.formulation.Formulation` for the model, so that prompts and scored texts are
+    encoded exactly as training encodes them (decoder-only: ``input </s> target </s>``, the ``</s>``
+    after the input being the separator; seq2seq: ``input </s>`` -> ``target </s>``). No truncation:
+    over-long inputs are reported by :func:`check_context` instead.
     """
-    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
-    return not (tokenizer.eos_token_id is not None and probe and probe[-1] == tokenizer.eos_token_id)
+    from t5lab.formulation import Formulation
+
+    ensure_pad(tokenizer)
+    if tokenizer.eos_token_id is None:
+        raise T5LabError("the tokenizer has no eos token; t5lab formulations end every sequence with one")
+    return Formulation(formulation_kind(model), tokenizer, max_length=NO_TRUNCATION)
+
+
+NO_TRUNCATION = 1 << 40
 
 
 def check_context(model: Any, tokenizer: Any, lengths: list[int], extra: int = 0) -> None:

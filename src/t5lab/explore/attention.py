@@ -12,15 +12,8 @@ from typing import Any
 import torch
 
 from t5lab.errors import T5LabError
-from t5lab.explore._common import (
-    CAUSAL,
-    SEQ2SEQ,
-    causal_add_special_tokens,
-    device_of,
-    is_prefix_lm,
-    model_kind,
-    tokenize,
-)
+from t5lab.explore._common import CAUSAL, CLASSIFIER, SEQ2SEQ, device_of, model_kind, tokenize
+from t5lab.explore.generation import encode_prompts
 
 
 @dataclass
@@ -107,13 +100,11 @@ def attention_maps(
     """
     kind = model_kind(model)
     device = device_of(model)
-    add = True if kind != CAUSAL else causal_add_special_tokens(tokenizer)
-    enc = tokenize(tokenizer, [text], add_special_tokens=add, device=device)
+    # `text </s>` as training encodes an input (a prefix LM also gets its prefix_mask)
+    enc = encode_prompts(model, tokenizer, [text]) if kind != CLASSIFIER else tokenize(tokenizer, [text], device=device)
     src_tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0])
     tgt_tokens: list[str] = []
     kwargs: dict[str, Any] = {}
-    if kind == CAUSAL and is_prefix_lm(model):
-        kwargs["prefix_mask"] = enc["attention_mask"].clone()  # a prefix LM reads its text as a prefix
     if kind == SEQ2SEQ:
         if target is None:
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)

@@ -1,7 +1,8 @@
 """Batches of a run's split and their evaluation (loss, perplexity, accuracy).
 
-Batches come from ``t5lab.formulation`` (the one place that turns records into model batches per
-variant), so the explorer scores exactly what training scored.
+Batches and losses come from ``t5lab.formulation`` (the one place that turns records into model
+batches per variant, and the loss sums training uses), so the explorer recomputes exactly what
+training logged: split metrics are sums over the whole split divided at the end.
 """
 
 from __future__ import annotations
@@ -12,64 +13,68 @@ from typing import Any
 
 import torch
 
-from t5lab.explore._common import CLASSIFIER, device_of, model_kind
-from t5lab.explore.scoring import aligned_logits, token_nll
+from t5lab.explore._common import device_of, formulation_kind
+
+
+def run_formulation(run: Any) -> Any:
+    """The run's :class:`~t5lab.formulation.Formulation`, from its config (as training built it)."""
+    from t5lab.formulation import Formulation
+    from t5lab.tasks import get_task
+
+    task = get_task(run.config.data.task, **dict(run.config.data.options or {}))
+    return Formulation.from_config(run.config, run.tokenizer, task)
 
 
 def make_batches(run: Any, records: list, batch_size: int) -> list[dict[str, torch.Tensor]]:
-    """Collated batches of ``records`` for ``run.model``, built by ``t5lab.formulation``."""
-    from t5lab import formulation
-
-    return formulation.explorer_batches(run.config, run.tokenizer, records, batch_size)
+    """Collated batches of ``records`` for ``run.model``, encoded by the run's formulation."""
+    form = run_formulation(run)
+    examples = form.encode_all(records)
+    return [form.collate(examples[i : i + batch_size]) for i in range(0, len(examples), batch_size)]
 
 
 @torch.no_grad()
-def evaluate_batches(model: Any, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """Evaluate batches: token-weighted loss/perplexity/token accuracy for LMs, loss/accuracy for classifiers.
+def evaluate_batches(
+    model: Any, batches: Iterable[dict[str, torch.Tensor]], kind: str | None = None, problem_type: str | None = None
+) -> dict[str, float]:
+    """Evaluate batches with training's loss sums (``t5lab.formulation.token_loss`` / ``classification_loss``).
+
+    Args:
+        model: the model.
+        batches: collated batches (``Formulation.collate``).
+        kind: formulation kind (default: from the model).
+        problem_type: classification problem type (default: from ``model.config.problem_type``).
 
     Returns:
-        LMs: ``loss`` (mean NLL per scored token over the whole set), ``ppl`` = exp(loss),
-        ``token_acc`` (argmax = label), ``seq_acc`` (every scored token right), ``tokens``.
-        Classifiers: ``loss`` (mean over examples), ``accuracy`` (single-label: argmax; multi-label:
-        all labels right at threshold 0.5; regression: none) and ``examples``.
+        LMs: ``loss`` (mean NLL per target token over the whole set), ``ppl`` = exp(loss),
+        ``token_acc`` (teacher-forced argmax), ``tokens``. Classifiers: ``loss`` (mean per
+        example), ``accuracy`` (not for regression), ``examples``.
     """
+    from t5lab.formulation import classification_loss, token_loss
+
+    kind = kind or formulation_kind(model)
+    if kind == "classification" and problem_type is None:
+        problem_type = getattr(model.config, "problem_type", None)
+    was_training = model.training
     model.eval()
     device = device_of(model)
-    if model_kind(model) == CLASSIFIER:
-        total, n, correct, scored = 0.0, 0, 0, 0
+    loss_sum, n, correct = 0.0, 0, 0
+    try:
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
-            out = model(**batch)
-            b = batch["labels"].shape[0]
-            total += float(out.loss) * b  # the model's loss is a mean over the batch
-            n += b
-            labels, logits = batch["labels"], out.logits
-            if labels.dtype in (torch.long, torch.int) and labels.dim() == 1:
-                correct += int((logits.argmax(-1) == labels).sum())
-                scored += b
-            elif labels.dim() == 2 and logits.shape == labels.shape:
-                correct += int(((logits > 0).float() == labels.float()).all(-1).sum())
-                scored += b
-        result = {"loss": total / n, "examples": float(n)}
-        if scored:
-            result["accuracy"] = correct / scored
+            logits = model(**batch).logits
+            if kind == "classification":
+                terms = classification_loss(logits, batch["labels"], problem_type)
+            else:
+                terms = token_loss(kind, logits, batch["labels"])
+            loss_sum += float(terms[0])
+            n += int(terms[1])
+            correct += int(terms[2])
+    finally:
+        model.train(was_training)
+    loss = loss_sum / max(n, 1)
+    if kind == "classification":
+        result = {"loss": loss, "examples": float(n)}
+        if problem_type != "regression":
+            result["accuracy"] = correct / max(n, 1)
         return result
-    total, tokens, right, seqs, seq_right = 0.0, 0, 0, 0, 0
-    for batch in batches:
-        logits, labels = aligned_logits(model, batch)
-        nll, mask = token_nll(model, batch, (logits, labels))
-        total += float(nll.double().sum())
-        tokens += int(mask.sum())
-        pred_ok = logits.argmax(-1) == labels  # (B, T')
-        right += int((pred_ok & mask).sum())
-        rows = mask.any(-1)
-        seqs += int(rows.sum())
-        seq_right += int(((pred_ok | ~mask).all(-1) & rows).sum())
-    loss = total / max(tokens, 1)
-    return {
-        "loss": loss,
-        "ppl": math.exp(loss) if loss < 700 else math.inf,
-        "token_acc": right / max(tokens, 1),
-        "seq_acc": seq_right / max(seqs, 1),
-        "tokens": float(tokens),
-    }
+    return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "token_acc": correct / max(n, 1), "tokens": float(n)}

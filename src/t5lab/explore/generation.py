@@ -16,13 +16,11 @@ from t5lab.errors import T5LabError
 from t5lab.explore._common import (
     CLASSIFIER,
     SEQ2SEQ,
-    causal_add_special_tokens,
     check_context,
     device_of,
     ensure_pad,
-    is_prefix_lm,
+    formulation_for,
     model_kind,
-    tokenize,
 )
 
 
@@ -81,24 +79,20 @@ def generation_config(
 
 
 def encode_prompts(model: Any, tokenizer: Any, prompts: list[str]) -> dict[str, torch.Tensor]:
-    """Tokenize prompts the way ``generate`` needs them for this model's kind.
+    """Tokenize prompts the way training's formulation makes them (``t5lab.formulation``).
 
-    Seq2seq: right padding with the tokenizer's special tokens. Causal LM: left padding (so every
-    prompt ends at the last position and new tokens are appended after it), no trailing ``</s>``; a
-    prefix LM also gets ``prefix_mask`` = the prompt's attention mask.
+    Seq2seq: ``prompt </s>``, right padding (encoder input). Causal LM: ``prompt </s>`` (the
+    ``</s>`` is the input/target separator of t5lab's decoder-only formulation), left padding so
+    that new tokens follow every prompt directly; a prefix LM also gets ``prefix_mask`` = the
+    prompt, which it reads bidirectionally.
     """
-    kind = model_kind(model)
-    if kind == CLASSIFIER:
+    from t5lab.tasks import Pair
+
+    if model_kind(model) == CLASSIFIER:
         raise T5LabError(f"{type(model).__name__} is a classifier; it has no generate(); use pipeline('text-classification')")
-    device = device_of(model)
-    if kind == SEQ2SEQ:
-        enc = tokenize(tokenizer, prompts, padding_side="right", device=device)
-    else:
-        add = causal_add_special_tokens(tokenizer)
-        enc = tokenize(tokenizer, prompts, padding_side="left", add_special_tokens=add, device=device)
-        if is_prefix_lm(model):
-            enc["prefix_mask"] = enc["attention_mask"].clone()
-    return enc
+    form = formulation_for(model, tokenizer)
+    batch = form.collate_prompts(form.encode_all([Pair(p, "") for p in prompts]))
+    return {k: v.to(device_of(model)) for k, v in batch.items()}
 
 
 @torch.no_grad()

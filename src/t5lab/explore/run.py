@@ -200,9 +200,10 @@ class Run:
 
     def evaluate(self, split: str = "val", batch_size: int | None = None) -> dict[str, float]:
         """Loss, perplexity (LMs) or accuracy (classifiers) on a split, token-weighted over the split."""
-        from t5lab.explore.formulate import evaluate_batches
+        from t5lab.explore.formulate import evaluate_batches, run_formulation
 
-        return evaluate_batches(self.model, self.batches(split, batch_size))
+        form = run_formulation(self)
+        return evaluate_batches(self.model, self.batches(split, batch_size), form.kind, form.problem_type)
 
     def verify_stable_load(self, rtol: float = 1e-4, atol: float = 1e-5) -> dict[str, float]:
         """Check that the saved model reproduces the stored validation loss, deterministically.

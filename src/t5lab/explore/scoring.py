@@ -11,15 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from t5lab.errors import T5LabError
-from t5lab.explore._common import (
-    CLASSIFIER,
-    SEQ2SEQ,
-    causal_add_special_tokens,
-    device_of,
-    is_prefix_lm,
-    model_kind,
-    tokenize,
-)
+from t5lab.explore._common import CLASSIFIER, SEQ2SEQ, device_of, formulation_for, model_kind, tokenize
 
 IGNORE = -100
 
@@ -56,45 +48,22 @@ def _as_pair(item: Any) -> tuple[str, str]:
 
 
 def text_batches(model: Any, tokenizer: Any, items: list[Any], batch_size: int) -> Iterable[dict]:
-    """Turn texts or (input, target) pairs into model batches with labels (-100 = not scored).
+    """Turn texts or (input, target) pairs into model batches, as training's formulation does.
 
-    Seq2seq: the input goes to the encoder, the target is the label (a bare text is a target with
-    an empty input). Causal LM: input and target are concatenated and only the target is scored
-    (the whole text for a bare text); a prefix LM gets ``prefix_mask`` over the input part.
-    Labels are not shifted; :func:`token_nll` shifts them for causal models.
+    Seq2seq: ``input </s>`` to the encoder, ``target </s>`` scored. Causal LM:
+    ``input </s> target </s>`` with only ``target </s>`` scored (a bare text is a target with an
+    empty input, so its sequence starts with ``</s>`` as BOS); a prefix LM gets ``prefix_mask``
+    over ``input </s>``. Labels are -100 where not scored and not shifted.
     """
-    kind = model_kind(model)
+    from t5lab.tasks import Pair
+
+    if model_kind(model) == CLASSIFIER:
+        raise T5LabError(f"{type(model).__name__} is a classifier; perplexity needs a language model")
+    form = formulation_for(model, tokenizer)
+    examples = form.encode_all([Pair(*_as_pair(item)) for item in items])
     device = device_of(model)
-    pairs = [_as_pair(item) for item in items]
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        if kind == SEQ2SEQ:
-            enc = tokenize(tokenizer, [p[0] for p in chunk], device=device)
-            tgt = tokenize(tokenizer, [p[1] for p in chunk], device=device)
-            labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, IGNORE)
-            yield {**enc, "labels": labels}
-            continue
-        add = causal_add_special_tokens(tokenizer)
-        rows, prefix_lens = [], []
-        for source, target in chunk:
-            src = tokenizer(source, add_special_tokens=False)["input_ids"] if source else []
-            tgt = tokenizer(target, add_special_tokens=add)["input_ids"]
-            rows.append(src + tgt)
-            prefix_lens.append(len(src))
-        width = max(len(r) for r in rows)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-        prefix = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (row, n_src) in enumerate(zip(rows, prefix_lens)):
-            input_ids[i, : len(row)] = torch.tensor(row)
-            attention[i, : len(row)] = 1
-            labels[i, n_src : len(row)] = torch.tensor(row[n_src:])
-            prefix[i, :n_src] = 1
-        batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-        if is_prefix_lm(model):
-            batch["prefix_mask"] = prefix
+    for start in range(0, len(examples), batch_size):
+        batch = form.collate(examples[start : start + batch_size])
         yield {k: v.to(device) for k, v in batch.items()}
 
 
@@ -226,9 +195,10 @@ def hidden_states(
     kind = model_kind(model)
     device = device_of(model)
     if kind == "causal":
-        enc = tokenize(tokenizer, texts, add_special_tokens=causal_add_special_tokens(tokenizer), device=device)
-        extra = {"prefix_mask": enc["attention_mask"].clone()} if is_prefix_lm(model) else {}
-        out = model(**enc, **extra, output_hidden_states=True)
+        from t5lab.explore.generation import encode_prompts
+
+        enc = encode_prompts(model, tokenizer, texts)  # `text </s>`, left-padded; prefix_mask for a prefix LM
+        out = model(**enc, output_hidden_states=True)
         tokens = [tokenizer.convert_ids_to_tokens(ids[m.bool()]) for ids, m in zip(enc["input_ids"], enc["attention_mask"])]
         return HiddenStates(None, tuple(out.hidden_states), None, enc["attention_mask"], tokens)
     enc = tokenize(tokenizer, texts, device=device)
