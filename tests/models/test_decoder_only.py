@@ -4,6 +4,7 @@ masks, cached == uncached decoding, a hand-computed loss, a T5 checkpoint's tens
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -211,6 +212,39 @@ def test_eager_equals_sdpa_with_prefix_and_padding():
         sdpa = make_model(attn="sdpa")(input_ids, attention_mask=attention_mask, prefix_mask=prefix_mask)
     real = attention_mask.bool()
     torch.testing.assert_close(eager.logits[real], sdpa.logits[real])
+
+
+def test_flex_attention_gets_a_batch_sized_position_bias():
+    """transformers' flex score_mod reads bias[batch_idx, ...]: T5's (1, H, Q, K) bias overflows for B > 1."""
+    model = make_model(attn="flex_attention")
+    attention = model.decoder.block[0].layer[0].SelfAttention
+    attention.bias_batch_size = 3
+    bias = attention.compute_bias(4, 4)
+    assert bias.shape == (3, TINY["num_heads"], 4, 4)
+    assert torch.equal(bias[2], bias[0])
+    attention.bias_batch_size = None
+    assert attention.compute_bias(4, 4).shape == (1, TINY["num_heads"], 4, 4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("T5LAB_TEST_FLEX") != "1",
+    reason="flex attention compiles for ~1 min on CPU; T5LAB_TEST_FLEX=1",
+)
+def test_flex_equals_eager_with_prefix_padding_and_batch():
+    input_ids = tokens(2, 9)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, :2] = 0
+    prefix_mask = torch.zeros_like(input_ids)
+    prefix_mask[0, 2:5] = 1
+    prefix_mask[1, :6] = 1
+    with torch.no_grad():
+        eager = make_model(attn="eager")(input_ids, attention_mask=attention_mask, prefix_mask=prefix_mask)
+        flex = make_model(attn="flex_attention")(
+            input_ids, attention_mask=attention_mask, prefix_mask=prefix_mask
+        )
+    real = attention_mask.bool()
+    torch.testing.assert_close(eager.logits[real], flex.logits[real])
 
 
 def test_set_attn_implementation_reaches_the_stack():

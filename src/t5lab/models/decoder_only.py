@@ -147,22 +147,29 @@ class T5PrefixLMSelfAttention(T5Attention):
             if self.prefix_forward_buckets > 0
             else None
         )
+        # Set by T5DecoderOnlyForCausalLM.forward for flex attention only: transformers' flex
+        # score_mod indexes the bias as bias[batch_idx, ...], which overflows T5's batch-1 bias for
+        # batch > 1 (T5ForConditionalGeneration fails the same way); an expanded view fixes it.
+        self.bias_batch_size: int | None = None
 
     def compute_bias(self, query_length, key_length, device=None, past_seen_tokens=0):
         """Position bias of shape ``(1, num_heads, query_length, key_length)``."""
         values = super().compute_bias(
             query_length, key_length, device=device, past_seen_tokens=past_seen_tokens
         )
-        if self.prefix_forward_bias is None:
-            return values  # t5x: forward distances share the decoder's bucket 0
-        relative = masks.relative_positions(
-            query_length, key_length, past_seen_tokens, device=values.device
-        )  # (Q, K), key - query
-        buckets = masks.forward_relative_position_bucket(
-            relative, self.prefix_forward_buckets, self.relative_attention_max_distance
-        )
-        forward = self.prefix_forward_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, Q, K)
-        return torch.where(relative[None, None] > 0, forward, values)
+        if self.prefix_forward_bias is not None:
+            relative = masks.relative_positions(
+                query_length, key_length, past_seen_tokens, device=values.device
+            )  # (Q, K), key - query
+            buckets = masks.forward_relative_position_bucket(
+                relative, self.prefix_forward_buckets, self.relative_attention_max_distance
+            )
+            forward = self.prefix_forward_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, Q, K)
+            values = torch.where(relative[None, None] > 0, forward, values)
+        # else t5x: forward distances share the decoder's bucket 0
+        if self.bias_batch_size is not None:
+            values = values.expand(self.bias_batch_size, -1, -1, -1)  # (B, H, Q, K) view, flex only
+        return values
 
 
 class _CrossAttnPlaceholder(nn.Module):
@@ -319,6 +326,8 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
                     or_mask_function=masks.prefix_lm_mask_function(prefix_mask.to(inputs_embeds.device)),
                 )  # 4D bool (sdpa), float (eager) or BlockMask (flex): T5Stack passes it through as is
 
+        flex = self.decoder.config._attn_implementation == "flex_attention"
+        self.decoder.block[0].layer[0].SelfAttention.bias_batch_size = batch if flex else None
         outputs = self.decoder(
             inputs_embeds=inputs_embeds,
             attention_mask=mask,
