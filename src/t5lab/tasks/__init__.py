@@ -19,17 +19,27 @@ from t5lab.tasks.base import (
     register_task,
     task_class,
 )
+from t5lab.tasks.span_corruption import reconstruct, span_corrupt_text, span_corruption
+from t5lab.tasks.text import OBJECTIVES, apply_objective, bundled_corpus_path, causal_lm, prefix_lm
 
 __all__ = [
+    "OBJECTIVES",
     "ClassificationTask",
     "Labelled",
     "Pair",
     "Record",
     "Task",
+    "apply_objective",
     "build_splits",
+    "bundled_corpus_path",
+    "causal_lm",
     "dedupe",
     "get_task",
     "list_tasks",
+    "prefix_lm",
+    "reconstruct",
     "register_task",
+    "span_corrupt_text",
+    "span_corruption",
     "task_class",
 ]
