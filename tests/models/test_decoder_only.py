@@ -440,6 +440,19 @@ def test_from_t5_checkpoint_directory(t5_checkpoint, tiny_t5, caplog):
     assert "1 new" in caplog.text
 
 
+def test_from_t5_forward_table_starts_as_t5x(tiny_t5):
+    """Converted, the prefix LM equals t5x's (all forward distances in the decoder's bucket 0)."""
+    ours = T5DecoderOnlyForCausalLM.from_t5(tiny_t5)
+    t5x = T5DecoderOnlyForCausalLM.from_t5(tiny_t5, prefix_forward_buckets=0)
+    input_ids = tokens(2, 8)
+    prefix_mask = torch.zeros_like(input_ids)
+    prefix_mask[:, :5] = 1
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ours(input_ids, prefix_mask=prefix_mask).logits, t5x(input_ids, prefix_mask=prefix_mask).logits
+        )
+
+
 def test_from_t5_model_in_memory(tiny_t5):
     model = T5DecoderOnlyForCausalLM.from_t5(tiny_t5)
     _check_from_t5(model, tiny_t5)

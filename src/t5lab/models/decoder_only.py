@@ -428,7 +428,10 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
         """Initialise from a T5 encoder-decoder's *decoder*; the cross-attention and encoder are dropped.
 
         Copies the decoder's self-attention, feed-forward, layer norms and relative bias, the
-        shared embedding and the (tied) LM head. The new forward-distance table starts random.
+        shared embedding and the (tied) LM head. The new forward-distance table starts with every
+        row equal to the decoder's bucket-0 bias (the bias t5x gives all forward distances), so in
+        prefix mode the converted model starts out exactly as t5x's prefix LM and training can
+        then pull the forward distances apart.
         The :class:`~t5lab.models.loading.LoadReport` (used / new / unused tensors) is logged
         and attached as ``model.load_report``.
 
@@ -472,6 +475,16 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
             config = T5DecoderOnlyConfig.from_t5_config(t5_config, **config_overrides)
             model, info = cls.from_pretrained(path, config=config, output_loading_info=True)
             source = path
+        attention = model.decoder.block[0].layer[0].SelfAttention
+        if attention.prefix_forward_bias is not None:
+            with torch.no_grad():
+                bucket_zero = attention.relative_attention_bias.weight[0]  # (H,)
+                attention.prefix_forward_bias.weight.copy_(
+                    bucket_zero.expand_as(attention.prefix_forward_bias.weight)
+                )
+            logger.info(
+                "prefix_forward_bias initialised from the T5 decoder's relative-bias bucket 0 (t5x behaviour)"
+            )
         # tensors tied to shared.weight are not "new" even when the checkpoint stores only shared.weight
         tied = set(cls._tied_weights_keys)
         info = dict(info)
