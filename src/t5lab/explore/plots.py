@@ -146,11 +146,13 @@ def compare(
     out: str | os.PathLike | None = "compare.png",
     x: str = "step",
     threshold: float | None = None,
+    measure_throughput: bool = True,
 ) -> Comparison:
     """Compare runs (e.g. variants of a sweep): one plot of their curves and a table.
 
-    The table has per run: variant, parameter count, training throughput (tokens/s), best value
-    of ``metric`` and the first step where it reaches ``threshold``. Without a threshold the
+    The table has per run: variant, parameter count, training throughput (tokens/s: from the
+    run's logged timings, else measured now with a few forward + backward passes on its training
+    batches), best value of ``metric`` and the first step where it reaches ``threshold``. Without a threshold the
     worst of the runs' best values is used, a level every run reaches, so the column reads as
     "how fast does each variant get there" (the comparison of causal decoder, non-causal decoder
     and encoder-decoder in Wang et al. 2022, arXiv 2204.05832).
@@ -161,6 +163,7 @@ def compare(
         out: PNG path (None: no plot).
         x: x axis of the plot (``"step"``, ``"samples"``, ``"tokens"``, ``"epoch"``).
         threshold: the level for "steps to reach".
+        measure_throughput: measure tokens/s when the run logged no timings (loads the model).
 
     Returns:
         A :class:`Comparison`; ``print`` it for the table.
@@ -191,7 +194,7 @@ def compare(
             if threshold is not None and reached is None and (y <= threshold if lower else y >= threshold):
                 reached = int(s)
         result.rows.append(
-            CompareRow(run.name, run.variant, run.num_parameters(), run.tokens_per_second(), best, best_step, reached)
+            CompareRow(run.name, run.variant, run.num_parameters(), run.tokens_per_second(measure_throughput), best, best_step, reached)
         )
     if out is not None:
         plt = pyplot()

@@ -172,8 +172,43 @@ class Run:
                         total += math.prod(st.get_slice(key).get_shape())
         return total
 
-    def tokens_per_second(self) -> float | None:
-        """Training throughput: a logged tokens/s column, else last ``tokens`` / elapsed time."""
+    def ensure_model(self) -> Any:
+        """The model, loading it from ``model_dir`` if the run was loaded with ``load_model=False``."""
+        if self.model is None:
+            self.model, self.tokenizer = load_model_dir(self.model_dir)
+        return self.model
+
+    def measure_throughput(self, steps: int = 3, batch_size: int | None = None) -> float | None:
+        """Training tokens/s measured now: forward + backward on training batches of the run.
+
+        Tokens are loss tokens (examples for a classifier), as the ``tokens`` column of
+        ``metrics.csv`` counts them. No optimizer step is taken; gradients are cleared after.
+        """
+        import time
+
+        if self.config is None:
+            return None
+        model = self.ensure_model()
+        size = batch_size or self.config.train.batch_size
+        batches = self.batches("train", size)[: steps + 1]
+        model.train()
+        try:
+            elapsed, tokens = 0.0, 0
+            for i, batch in enumerate(batches):
+                start = time.perf_counter()
+                model(**batch).loss.backward()
+                if i > 0:  # the first step warms up allocators and kernels
+                    elapsed += time.perf_counter() - start
+                    labels = batch["labels"]
+                    tokens += int((labels != -100).sum()) if labels.dtype == torch.long and labels.dim() == 2 else labels.shape[0]
+        finally:
+            model.zero_grad(set_to_none=True)
+            model.eval()
+        return tokens / elapsed if elapsed > 0 else None
+
+    def tokens_per_second(self, measure: bool = True) -> float | None:
+        """Training throughput: a logged tokens/s column, else ``tokens`` / elapsed time when the run
+        logged a time column, else (``measure=True``) :meth:`measure_throughput` on this machine."""
         for col in ("tokens_per_s", "tokens_per_sec", "train_tokens_per_s", "throughput"):
             if col in self.metrics.columns:
                 _, ys = self.metrics.series(col)
@@ -184,7 +219,7 @@ class Run:
                 pairs = [(r["tokens"], r[col]) for r in self.metrics.rows if r.get("tokens") and r.get(col)]
                 if pairs and pairs[-1][1] > 0:
                     return pairs[-1][0] / pairs[-1][1]
-        return None
+        return self.measure_throughput() if measure else None
 
     def batches(self, split: str = "val", batch_size: int | None = None) -> list[dict[str, torch.Tensor]]:
         """Model batches of a split, built the way training built them (``t5lab.formulation``)."""
@@ -205,38 +240,89 @@ class Run:
         form = run_formulation(self)
         return evaluate_batches(self.model, self.batches(split, batch_size), form.kind, form.problem_type)
 
-    def verify_stable_load(self, rtol: float = 1e-4, atol: float = 1e-5) -> dict[str, float]:
-        """Check that the saved model reproduces the stored validation loss, deterministically.
+    def _final_step(self) -> int | None:
+        """Training step of the saved model: DONE's ``step``, else the last logged step."""
+        import json
 
-        Recomputes the validation loss from the saved model and the rebuilt val split and compares
-        it with the last logged ``val_loss`` of ``metrics.csv``; also checks that two forward passes
-        give identical outputs.
+        done = self.path / "DONE"
+        if done.is_file():
+            try:
+                return int(json.loads(done.read_text()).get("step"))
+            except (ValueError, TypeError):
+                pass
+        steps = [r["step"] for r in self.metrics.rows if r.get("step") is not None]
+        return int(max(steps)) if steps else None
+
+    def _last_val(self) -> tuple[int | None, float | None]:
+        rows = [r for r in self.metrics.rows if r.get("val_loss") is not None]
+        return (rows[-1].get("step"), rows[-1]["val_loss"]) if rows else (None, None)
+
+    def _model_at_last_validation(self, val_step: int) -> tuple[Any, str]:
+        """The saved model if it is the one validated last, else the weights of ``checkpoints/last.ckpt``.
+
+        Lightning logs epoch-end validation at ``global_step - 1``; a run that trains past its last
+        validation saves a model that was never validated, but its ``last.ckpt`` (written at that
+        validation) holds the validated weights.
+        """
+        final = self._final_step()
+        if final is None or final - 1 <= val_step <= final:
+            return self.model, str(self.model_dir)
+        ckpt = self.path / "checkpoints" / "last.ckpt"
+        if ckpt.is_file():
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)  # never unpickle code
+            if int(state.get("global_step", -1)) - 1 <= val_step <= int(state.get("global_step", -1)):
+                import copy
+
+                weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
+                model = copy.deepcopy(self.model)
+                missing, unexpected = model.load_state_dict(weights, strict=False)
+                # tied copies (lm_head / embed_tokens) may be absent from a checkpoint; others may not
+                missing = [k for k in missing if not k.endswith(("lm_head.weight", "embed_tokens.weight"))]
+                if missing or unexpected:
+                    raise T5LabError(f"{ckpt}: weights do not fit the saved model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+                return model.eval(), str(ckpt)
+        raise T5LabError(
+            f"{self.name}: the saved model is from step {final} but the last val_loss was logged at step {val_step}, "
+            "and no checkpoint holds that model; validate at the end of training to make the run verifiable"
+        )
+
+    def verify_stable_load(self, rtol: float = 1e-4, atol: float = 1e-5) -> dict[str, Any]:
+        """Check that the saved run reproduces its stored validation loss, deterministically.
+
+        Recomputes the validation loss on the rebuilt val split (same formulation and loss sums as
+        training) and compares it with the last logged ``val_loss`` of ``metrics.csv``. The model is
+        the saved ``model/`` when it is the one validated last, else the weights of
+        ``checkpoints/last.ckpt`` written at that validation. Also checks that two forward passes
+        give bit-identical logits.
 
         Returns:
-            ``{"stored": ..., "recomputed": ...}``.
+            ``{"stored": ..., "recomputed": ..., "step": ..., "source": ...}``.
 
         Raises:
             T5LabError: no stored val_loss, a mismatch, or non-deterministic outputs.
         """
-        stored = self.metrics.last("val_loss")
+        step, stored = self._last_val()
         if stored is None:
             raise T5LabError(f"{self.name}: metrics.csv has no val_loss to compare with; was validation run?")
+        if self.model is None:
+            raise T5LabError(f"{self.name}: loaded without a model (load_model=False); load it to verify")
+        model, source = self._model_at_last_validation(int(step))
+        from t5lab.explore.formulate import evaluate_batches, run_formulation
+
+        form = run_formulation(self)
         batches = self.batches("val")
-        result = self.evaluate("val")
-        recomputed = result["loss"]
+        recomputed = evaluate_batches(model, batches, form.kind, form.problem_type)["loss"]
         if not math.isclose(recomputed, stored, rel_tol=rtol, abs_tol=atol):
             raise T5LabError(
-                f"{self.name}: recomputed val_loss {recomputed:.6f} != stored {stored:.6f}; the saved model, "
-                "tokenizer or data split does not match the run"
+                f"{self.name}: recomputed val_loss {recomputed:.6f} != stored {stored:.6f} (step {step}, {source}); "
+                "the saved model, tokenizer or data split does not match the run"
             )
-        model = self.model
         with torch.no_grad():
-            inputs = {k: v for k, v in batches[0].items()}
-            first = model(**inputs).logits
-            second = model(**inputs).logits
+            first = model(**batches[0]).logits
+            second = model(**batches[0]).logits
         if not torch.equal(first, second):
             raise T5LabError(f"{self.name}: two forward passes differ; the model is not deterministic in eval mode")
-        return {"stored": stored, "recomputed": recomputed}
+        return {"stored": stored, "recomputed": recomputed, "step": step, "source": source}
 
 
 def load_run(
