@@ -35,6 +35,10 @@ _LAZY: dict[str, str] = {
     "register_model": "t5lab.models.registry",
     # harness
     "register_task": "t5lab.tasks",
+    "get_task": "t5lab.tasks",
+    "build_splits": "t5lab.tasks",
+    "build_tokenizer": "t5lab.tokenizers",
+    "load_tokenizer": "t5lab.tokenizers",
     # explorer
     "load_run": "t5lab.explore",
     "plot_metrics": "t5lab.explore",
