@@ -14,6 +14,7 @@ from transformers import (
     ByT5Tokenizer,
     T5Config,
     T5EncoderModel,
+    T5ForSequenceClassification,
     pipeline,
 )
 from transformers.models.t5.modeling_t5 import T5Stack
@@ -184,6 +185,27 @@ def test_padding_does_not_change_logits():
     padded = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
     mask = torch.tensor([[1] * 5 + [0] * 4])
     torch.testing.assert_close(model(padded, attention_mask=mask).logits, alone)
+
+
+def test_init_matches_transformers_t5():
+    """Fresh weights follow T5's scaled init (transformers' T5ForSequenceClassification), not N(0, 1)."""
+    overrides = dict(d_model=64, d_kv=16, d_ff=128, vocab_size=256)
+    ours = make_model(SINGLE, 3, **overrides)
+    torch.manual_seed(0)
+    ref = T5ForSequenceClassification(T5Config(**{**TINY_T5, **overrides}, num_labels=3))
+    ref_params = dict(ref.named_parameters())
+    checked = 0
+    for name, param in ours.named_parameters():
+        if not name.startswith(("encoder.block.", "decoder.block.0.")) or param.numel() < 256:
+            continue
+        ref_std = ref_params[f"transformer.{name}"].std()
+        assert 0.7 < param.std() / ref_std < 1.4, (name, float(param.std()), float(ref_std))
+        checked += 1
+    assert checked > 15
+    head = ours.classification_head.out_proj
+    assert 0.7 < head.weight.std() * 64**0.5 < 1.4  # N(0, 1/sqrt(d_model)) as T5's classification head
+    fresh = EncT5ForSequenceClassification(make_config(SINGLE, 3, **overrides))
+    assert torch.count_nonzero(fresh.classification_head.out_proj.bias) == 0
 
 
 # ---------------------------------------------------------------------------------------------

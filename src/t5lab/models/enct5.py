@@ -174,6 +174,11 @@ class EncT5Decoder(T5Stack):
             # sdpa reads `is_causal` from the module when no mask is given; prompts see each other.
             block.layer[0].SelfAttention.is_causal = False
 
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        # T5Stack.__init__ initialises its weights; see EncT5ForSequenceClassification.is_custom_code
+        return False
+
     @capture_outputs
     def forward(
         self,
@@ -278,6 +283,19 @@ class EncT5ForSequenceClassification(T5PreTrainedModel):
         self.decoder_embeddings = nn.Embedding(config.prompt_vocab_size, config.d_model)
         self.classification_head = EncT5ClassificationHead(config)
         self.post_init()
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """Treat EncT5 like a model of transformers itself when initialising weights.
+
+        transformers 5 flags every class outside its package as custom code, and for custom code
+        ``_initialize_weights`` skips modules without direct parameters, which silently drops T5's
+        scaled init of ``T5Attention`` (q std (d_model*d_kv)^-0.5, not 1.0), ``T5DenseActDense``
+        and our head. Our ``_init_weights`` only uses transformers' flag-aware ``initialization``
+        helpers, so the custom-code guard is not needed. Covered by
+        ``test_init_matches_transformers_t5``.
+        """
+        return False
 
     # -- embeddings -------------------------------------------------------------------------------
 
