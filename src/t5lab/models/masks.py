@@ -146,7 +146,9 @@ def or_mask_functions(*functions: MaskFunction) -> MaskFunction:
     return inner
 
 
-def materialize(function: MaskFunction, batch_size: int, q_len: int, kv_len: int, q_offset: int = 0):
+def materialize(
+    function: MaskFunction, batch_size: int, q_len: int, kv_len: int, q_offset: int = 0
+) -> torch.Tensor:
     """Evaluate a mask function on a full grid by broadcasting; returns bool ``(B, Q, K)``.
 
     Useful to look at a mask function or to compare it with a dense mask in a test.
