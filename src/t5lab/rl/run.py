@@ -380,3 +380,63 @@ def run_ppo(
     atomic_save_pretrained(policy, tokenizer, run_dir / "model")
     atomic_write_text(run_dir / DONE, "")
     return run_dir
+
+
+def plot_reward_curve(run_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
+    """Plots reward mean +- std and the per-sequence KL of a PPO run's metrics.csv to a PNG.
+
+    Args:
+        run_dir: A PPO run directory.
+        path: Output PNG (default: ``<run_dir>/reward.png``).
+
+    Returns:
+        The PNG path (written atomically).
+    """
+    import csv
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.csv"
+    if not metrics.is_file():
+        raise T5LabError(f"{run_dir} has no metrics.csv; give a PPO run directory")
+    with open(metrics, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("reward_mean")]
+    if not rows:
+        raise T5LabError(f"{metrics} has no reward_mean rows; is it a PPO run?")
+    step = [int(r["step"]) for r in rows]
+    mean = [float(r["reward_mean"]) for r in rows]
+    std = [float(r["reward_std"]) for r in rows]
+    kl = [float(r["kl"]) for r in rows]
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
+    ax.plot(step, mean, color="tab:blue", label="reward (mean)")
+    ax.fill_between(step, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                    color="tab:blue", alpha=0.2, label="reward (+- std)")
+    ax.set_xlabel("PPO step")
+    ax.set_ylabel("reward (classifier score)")
+    ax2 = ax.twinx()
+    ax2.plot(step, kl, color="tab:red", linestyle="--", label="KL(policy || ref) per response")
+    ax2.set_ylabel("KL (nats)")
+    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
+    ax.legend(lines, labels, loc="lower right", fontsize=8)
+    ax.set_title(f"PPO: {run_dir.parent.name}")
+    fig.tight_layout()
+
+    path = Path(path) if path is not None else run_dir / "reward.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
