@@ -208,6 +208,50 @@ def test_init_matches_transformers_t5():
     assert torch.count_nonzero(fresh.classification_head.out_proj.bias) == 0
 
 
+def test_decoder_builds_no_causal_mask_and_no_cache(monkeypatch):
+    """The cheap path: the decoder never calls create_causal_mask nor makes a cache."""
+    import transformers.models.t5.modeling_t5 as modeling_t5
+
+    def fail(*args, **kwargs):
+        raise AssertionError("EncT5 must not build a causal mask")
+
+    monkeypatch.setattr(modeling_t5, "create_causal_mask", fail)
+    model = make_model(MULTI, 3)
+    ids, mask = batch()
+    out = model(ids, attention_mask=mask)
+    assert out.logits.shape == (3, 3) and "past_key_values" not in out
+
+
+def test_precomputed_encoder_outputs_give_the_same_logits():
+    model = make_model()
+    ids, mask = batch()
+    encoder_outputs = model.encoder(ids, attention_mask=mask)
+    expected = model(ids, attention_mask=mask).logits
+    torch.testing.assert_close(model(encoder_outputs=encoder_outputs, attention_mask=mask).logits, expected)
+    as_tuple = (encoder_outputs.last_hidden_state,)
+    torch.testing.assert_close(model(encoder_outputs=as_tuple, attention_mask=mask).logits, expected)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    ids, mask = batch()
+    labels = torch.tensor([0, 2, 1])
+    grads = []
+    for checkpointing in (False, True):
+        model = make_model(SINGLE, 3, num_decoder_layers=2)
+        model.train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert (
+                model.decoder.block[0].gradient_checkpointing
+                and model.encoder.block[0].gradient_checkpointing
+            )
+        model(ids, attention_mask=mask, labels=labels).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+
+
 # ---------------------------------------------------------------------------------------------
 # Heads and losses
 # ---------------------------------------------------------------------------------------------

@@ -455,7 +455,11 @@ class EncT5ForSequenceClassification(T5PreTrainedModel):
                 **kwargs,
             )
         elif not isinstance(encoder_outputs, BaseModelOutput):
-            encoder_outputs = BaseModelOutput(*encoder_outputs)
+            encoder_outputs = BaseModelOutput(
+                last_hidden_state=encoder_outputs[0],
+                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
+                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
+            )
         encoder_states = encoder_outputs.last_hidden_state  # (B, T, d)
         batch = encoder_states.shape[0]
 
