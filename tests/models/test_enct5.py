@@ -74,6 +74,11 @@ def batch(b: int = 3, t: int = 7, pad: bool = True) -> tuple[torch.Tensor, torch
 
 
 def test_config_from_t5_dict_becomes_enct5(tmp_path):
+    converted = EncT5Config.from_dict(T5Config(**TINY_T5).to_dict())
+    assert TINY_T5["num_decoder_layers"] == 2 and converted.num_decoder_layers == 1  # EncT5's depth
+    assert converted.d_model == TINY_T5["d_model"] and converted.num_layers == TINY_T5["num_layers"]
+    kept = EncT5Config.from_dict(T5Config(**TINY_T5).to_dict(), num_decoder_layers=2)
+    assert kept.num_decoder_layers == 2
     config = make_config(SINGLE, 3)
     assert config.model_type == "enct5" and config.to_dict()["model_type"] == "enct5"
     assert config.num_decoder_layers == 1 and config.decoder_vocab_size == 1
@@ -382,8 +387,15 @@ def test_auto_from_pretrained_on_plain_t5_dir(t5_checkpoint, tiny_t5):
         model.state_dict()["decoder.block.0.layer.1.EncDecAttention.q.weight"],
         tiny_t5.state_dict()["decoder.block.0.layer.1.EncDecAttention.q.weight"],
     )
-    # kwargs route: the class itself with config overrides
-    model2 = EncT5ForSequenceClassification.from_pretrained(t5_checkpoint, num_decoder_layers=1, num_labels=4)
+    # the class itself: the T5 config is converted (1 decoder layer), overrides as kwargs
+    model2, report2 = from_pretrained_with_report(EncT5ForSequenceClassification, t5_checkpoint, num_labels=4)
+    assert len(model2.decoder.block) == 1 and any(k.startswith("decoder.block.1.") for k in report2.unused)
+    deep = EncT5ForSequenceClassification.from_pretrained(t5_checkpoint, num_decoder_layers=2)
+    assert len(deep.decoder.block) == 2
+    torch.testing.assert_close(
+        deep.decoder.block[1].layer[2].DenseReluDense.wo.weight,
+        tiny_t5.decoder.block[1].layer[2].DenseReluDense.wo.weight,
+    )
     assert model2.config.model_type == "enct5" and model2.classification_head.out_proj.out_features == 4
     torch.testing.assert_close(
         model2.encoder.block[1].layer[1].DenseReluDense.wi.weight,

@@ -102,6 +102,25 @@ class EncT5Config(T5Config):
         # again, because the reference API sets num_labels/problem_type after construction.
         check_enct5_config(self)
 
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> EncT5Config:
+        """transformers' ``from_dict``; a plain T5 config (``model_type`` "t5") is *converted*.
+
+        Converting keeps every T5 field except the decoder depth, which becomes EncT5's
+        ``num_decoder_layers=1`` (pass ``num_decoder_layers=...`` to keep more), so that
+        ``EncT5ForSequenceClassification.from_pretrained(t5_dir)`` builds the shallow decoder and
+        reports the checkpoint's deeper decoder layers as unused.
+        """
+        model_type = config_dict.get("model_type", cls.model_type)
+        if model_type != cls.model_type and "num_decoder_layers" in config_dict:
+            logger.info(
+                "converting a %r config to EncT5: num_decoder_layers %s -> 1",
+                model_type,
+                config_dict["num_decoder_layers"],
+            )
+            config_dict = {**config_dict, "num_decoder_layers": 1}
+        return super().from_dict(config_dict, **kwargs)
+
     def num_prompts(self) -> int:
         """Decoder prompt tokens per example: ``num_labels`` for multi-label, else 1."""
         return self.num_labels if self.problem_type == "multi_label_classification" else 1
