@@ -134,6 +134,22 @@ def prefix_lm_mask_function(prefix_mask: torch.Tensor) -> MaskFunction:
     return inner
 
 
+def prefix_block_ids(prefix_mask: torch.Tensor) -> torch.Tensor:
+    """The prefix as transformers' ``block_sequence_ids``: 0 on the prefix, -1 (causal) elsewhere.
+
+    ``create_causal_mask(block_sequence_ids=...)`` lets positions of one block (id >= 0) attend to
+    each other in both directions and keeps id -1 causal: with a single block that is exactly
+    :func:`prefix_lm_mask`.
+
+    Args:
+        prefix_mask: Tensor of shape ``(B, L)``, 1 on prefix positions.
+
+    Returns:
+        Long tensor of shape ``(B, L)``.
+    """
+    return torch.where(prefix_mask.bool(), 0, -1)
+
+
 def or_mask_functions(*functions: MaskFunction) -> MaskFunction:
     """Union of mask functions (kept here so that this module needs torch only)."""
 
