@@ -325,6 +325,11 @@ def test_problem_type_inference_follows_transformers():
     )
 
 
+def test_dummy_inputs_run():
+    model = make_model(MULTI, 3)
+    assert model(**model.dummy_inputs).logits.shape == (3, 3)
+
+
 def test_return_dict_false_gives_tuple():
     model = make_model()
     ids, mask = batch()

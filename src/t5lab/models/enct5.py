@@ -43,6 +43,7 @@ from transformers import (
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
 from transformers.models.t5.modeling_t5 import T5PreTrainedModel, T5Stack
+from transformers.utils import DUMMY_INPUTS, DUMMY_MASK
 from transformers.utils.output_capturing import capture_outputs
 
 from t5lab.models.loading import LoadReport
@@ -315,6 +316,11 @@ class EncT5ForSequenceClassification(T5PreTrainedModel):
         ``test_init_matches_transformers_t5``.
         """
         return False
+
+    @property
+    def dummy_inputs(self) -> dict[str, torch.Tensor]:
+        # T5's dummy inputs include decoder_input_ids; EncT5 builds its decoder inputs itself
+        return {"input_ids": torch.tensor(DUMMY_INPUTS), "attention_mask": torch.tensor(DUMMY_MASK)}
 
     # -- embeddings -------------------------------------------------------------------------------
 
