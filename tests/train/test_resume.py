@@ -54,6 +54,7 @@ def test_resume_after_kill_9_equals_uninterrupted(tmp_path):
     assert not (run / "DONE").exists(), "the run finished before it was killed; make it longer"
     killed_at = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 0 < killed_at < 90
+    print(f"killed after step {killed_at}")
 
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
 

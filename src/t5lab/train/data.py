@@ -108,6 +108,7 @@ class T5LabDataModule(pl.LightningDataModule):
         eval_batch_size: Evaluation batch size per device.
         seed: Seeds the training order (a new permutation per epoch).
         num_workers: DataLoader workers.
+        bucketing: Batch training examples of similar length (:class:`t5lab.train.fast.BucketBatchSampler`).
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class T5LabDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         seed: int = 0,
         num_workers: int = 0,
+        bucketing: bool = False,
     ) -> None:
         super().__init__()
         self.formulation = formulation
@@ -127,6 +129,7 @@ class T5LabDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.seed = seed
         self.num_workers = num_workers
+        self.bucketing = bucketing  # training batches of similar length (t5lab.train.fast)
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -136,6 +139,13 @@ class T5LabDataModule(pl.LightningDataModule):
         examples = self.examples.get(split) or []
         rank, world = self._rank_world()
         sampler = EpochSampler(len(examples), self.seed, shuffle=train, rank=rank, world=world, pad=not train)
+        if train and self.bucketing:
+            from t5lab.train.fast import BucketBatchSampler, example_length
+
+            batches = BucketBatchSampler([example_length(e) for e in examples], self.batch_size, self.seed, rank, world)
+            return DataLoader(ExampleDataset(examples), batch_sampler=batches, collate_fn=TrainCollator(self.formulation),
+                              num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed),
+                              persistent_workers=self.num_workers > 0)
         return DataLoader(
             ExampleDataset(examples),
             batch_size=self.batch_size if train else self.eval_batch_size,

@@ -76,6 +76,13 @@ class T5LabModule(pl.LightningModule):
         # what ran before it (validation, a restart), so a resumed run is bit-identical.
         rank = self.trainer.global_rank if self._trainer is not None else 0
         torch.manual_seed(hash((self.cfg.train.seed, self.current_epoch, batch_idx, rank)) % (2**63))
+        # Lightning's logging counter (`_batches_that_stepped`, which drives log_every_n_steps) comes
+        # back one ahead after a restore from an epoch-end checkpoint; align it with global_step so a
+        # resumed run logs the same rows as an uninterrupted one (tests/train/test_resume.py). In an
+        # uninterrupted run without gradient accumulation the two are equal anyway.
+        loop = self.trainer.fit_loop.epoch_loop
+        if batch_idx == 0 and self.trainer.accumulate_grad_batches == 1 and hasattr(loop, "_batches_that_stepped"):
+            loop._batches_that_stepped = self.global_step
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss_sum, n, _ = self._loss_terms(batch)
@@ -94,6 +101,9 @@ class T5LabModule(pl.LightningModule):
             )
         self.samples_seen += int(counts[0].item())
         self.tokens_seen += int(counts[1].item())
+        # `step` names the metrics.csv row: optimizer steps done once this batch is applied (Lightning's
+        # own logging step restarts one off after a resume from an epoch-end checkpoint)
+        self.log("step", float(self.global_step + 1), on_step=True, on_epoch=False)
         self.log("train_loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=int(counts[0]))
         self.log("samples", float(self.samples_seen), on_step=True, on_epoch=False, reduce_fx="max")
         self.log("tokens", float(self.tokens_seen), on_step=True, on_epoch=False, reduce_fx="max")
@@ -219,6 +229,7 @@ class T5LabModule(pl.LightningModule):
             metrics[f"{prefix}_ppl"] = math.exp(min(loss_sum / n, 700.0))
             metrics[f"{prefix}_token_acc"] = correct / n
             metrics[f"{prefix}_exact_match"] = exact / max(count, 1.0)
+        self.log("step", float(self.global_step), on_step=False, on_epoch=True)
         for k, v in metrics.items():
             # already reduced over ranks above: no sync_dist
             self.log(k, v, on_step=False, on_epoch=True, prog_bar=k.endswith(("loss", "exact_match", "accuracy")))
@@ -264,7 +275,10 @@ class T5LabModule(pl.LightningModule):
             # scale_parameter=False, relative_step=False, warmup_init=False
             opt = Adafactor(groups, lr=t.lr, scale_parameter=False, relative_step=False, warmup_init=False)
         else:
-            opt = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
+            from t5lab.train.fast import adamw_kwargs, resolve_precision
+
+            precision = resolve_precision(t.precision, self.cfg.trainer.accelerator)
+            opt = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), **adamw_kwargs(t.fused_optimizer, precision, t.gradient_clip_val))
         sched = self._scheduler(opt)
         if sched is None:
             return opt

@@ -116,6 +116,13 @@ def build_tokenizer_for(cfg: ExperimentConfig, task: Any, splits: dict[str, list
     return load_tokenizer(kind)
 
 
+def _bucketing(cfg: ExperimentConfig, examples: list[Any]) -> bool:
+    """data.bucketing resolved (auto: when the training examples' lengths vary; t5lab.train.fast)."""
+    from t5lab.train.fast import example_length, resolve_bucketing
+
+    return resolve_bucketing(cfg.data.bucketing, [example_length(e) for e in examples])
+
+
 @dataclass
 class Pieces:
     """Everything a run needs, built (and checked) before the run directory exists."""
@@ -157,6 +164,7 @@ def build_pieces(cfg: ExperimentConfig, tokenizer: Any = None) -> Pieces:
         seed=cfg.train.seed,
         num_workers=cfg.train.num_workers,
     )
+    dm.bucketing = _bucketing(cfg, dm.examples["train"])
     info = BuildInfo(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
@@ -237,6 +245,7 @@ def make_trainer(cfg: ExperimentConfig, run_dir: Path, progress: bool = True) ->
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from t5lab.train.callbacks import AtomicCheckpointIO
+    from t5lab.train.fast import resolve_precision
 
     t, hw = cfg.train, cfg.trainer
     has_val = cfg.data.val != 0
@@ -278,7 +287,7 @@ def make_trainer(cfg: ExperimentConfig, run_dir: Path, progress: bool = True) ->
         devices=hw.devices,
         num_nodes=hw.num_nodes,
         strategy=strategy,
-        precision=t.precision,
+        precision=resolve_precision(t.precision, hw.accelerator),  # "auto": t5lab.train.fast
         max_steps=t.max_steps if t.max_steps is not None else -1,
         max_epochs=t.max_epochs if t.max_epochs is not None else -1,
         accumulate_grad_batches=t.accumulate_grad_batches,
@@ -352,7 +361,9 @@ def run_experiment(
         run_dir=str(run_dir),
     )
     trainer = make_trainer(cfg, run_dir, progress=progress)
-    trainer.fit(module, datamodule=pieces.datamodule, ckpt_path=ckpt_path)
+    from t5lab.train.fast import maybe_compile
+
+    trainer.fit(maybe_compile(module, cfg.train.compile, cfg.trainer.accelerator), datamodule=pieces.datamodule, ckpt_path=ckpt_path)
     if cfg.data.val != 0 and module.last_val_step != trainer.global_step:
         trainer.validate(module, datamodule=pieces.datamodule, verbose=False)  # final weights, when fit ended between validations
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
