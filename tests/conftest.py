@@ -31,6 +31,11 @@ TINY_T5 = dict(
 )
 
 
+# Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine two threads per
+# process oversubscribe the CPU (measured ~30x slower per op); subprocess tests set their own.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
