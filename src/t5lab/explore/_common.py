@@ -44,18 +44,22 @@ def is_prefix_lm(model: Any) -> bool:
     return False
 
 
-def context_length(model: Any, tokenizer: Any = None) -> int | None:
-    """The longest input the model accepts, or None when it has no hard limit (relative positions)."""
+def context_length(model: Any, tokenizer: Any = None) -> tuple[int | None, bool]:
+    """``(limit, hard)``: the longest input the model takes, and whether new tokens count against it.
+
+    Learned absolute positions (GPT-2 ``n_positions``) are a hard limit on prompt + new tokens. T5's
+    relative positions have none; a tokenizer's ``model_max_length`` (a run's ``data.max_length``,
+    set by :func:`t5lab.load_run`) then limits the prompt alone.
+    """
     config = model.config
     for key in ("n_positions", "max_position_embeddings"):
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:
-            return value
-    # T5's relative positions have no hard limit; a tokenizer saved with a model_max_length states one
+            return value, True
     value = getattr(tokenizer, "model_max_length", None)
     if isinstance(value, int) and 0 < value < 1_000_000:
-        return value
-    return None
+        return value, False
+    return None, False
 
 
 def device_of(model: torch.nn.Module) -> torch.device:
@@ -160,14 +164,15 @@ NO_TRUNCATION = 1 << 40
 
 
 def check_context(model: Any, tokenizer: Any, lengths: list[int], extra: int = 0) -> None:
-    """Raise T5LabError when an input (plus ``extra`` new tokens) is longer than the model's context."""
-    limit = context_length(model, tokenizer)
+    """Raise T5LabError when an input (plus ``extra`` new tokens, for a hard limit) is too long."""
+    limit, hard = context_length(model, tokenizer)
     if limit is None:
         return
     longest = max(lengths, default=0)
+    extra = extra if hard else 0
     if longest + extra > limit:
         plus = f" + {extra} new tokens" if extra else ""
         raise T5LabError(
             f"prompt of {longest} tokens{plus} is longer than the model's context of {limit} tokens; "
-            "shorten the prompt or ask for fewer new tokens"
+            "shorten the prompt" + (" or ask for fewer new tokens" if extra else "")
         )

@@ -366,6 +366,9 @@ def load_run(
         if not (model_dir / "config.json").is_file():
             raise T5LabError(f"{path}: the run has no saved model in {model_dir}; did training finish?")
         model, tokenizer = load_model_dir(model_dir, attn_implementation)
+        limit = getattr(getattr(config, "data", None), "max_length", None)
+        if limit and not 0 < getattr(tokenizer, "model_max_length", 0) < 1_000_000:
+            tokenizer.model_max_length = int(limit)  # the run's context: tokens per side, eos included
     return Run(path, model, tokenizer, config, metrics, model_dir, raw)
 
 
