@@ -70,6 +70,11 @@ def formulation_kind(cfg: ExperimentConfig) -> tuple[str, str | None]:
                     f"config key model.options.{key}: not an option of variant {spec.name!r}; "
                     f"its options are the fields of its config class, e.g. {', '.join(sorted(allowed)[:12])}"
                 )
+    if spec.name == "pseudo_dec" and cfg.model.options.get("causal_LM"):
+        raise ConfigError(
+            "config key model.options.causal_LM=true: the harness trains pseudo_dec on seq2seq batches "
+            "(generate() is non-causal); set causal_LM=false or leave it out"
+        )
     model_obj = effective_objective(spec, dict(cfg.model.options))
     kind = task_kind(cfg)
     objective = cfg.data.objective

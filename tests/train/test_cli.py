@@ -79,7 +79,9 @@ def test_sweep_runs_each_point_and_skips_finished_ones(tmp_path, capsys):
 def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path, capsys):
     """An absurd lr blows the weights up; the run stops at the first non-finite loss."""
     # epoch = 2 steps, so a good checkpoint exists before the loss explodes
-    raw = tiny(name="nan", data={"train": 16}, train={"max_steps": 400, "lr": 1e6, "gradient_clip_val": None})
+    # (fast path off: where this absurd lr first overflows depends on the exact update arithmetic)
+    raw = tiny(name="nan", data={"train": 16, "bucketing": False},
+               train={"max_steps": 400, "lr": 1e6, "gradient_clip_val": None, "fused_optimizer": False})
     out = tmp_path / "runs"
     code = main(["train", write(tmp_path, raw), "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err.strip()

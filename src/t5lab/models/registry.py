@@ -257,6 +257,10 @@ def _build_from(module: str, config_name: str, model_name: str, classification: 
         config_cls = _variant_class(module, config_name)()
         model_cls = _variant_class(module, model_name)()
         kwargs = t5_config_kwargs(cfg, info)
+        if module == "pseudo_decoder":
+            # the harness feeds seq2seq batches; without this the pseudo decoder auto-detects causal-LM
+            # mode on batches whose labels equal their input_ids (copy tasks)
+            kwargs.setdefault("causal_LM", False)
         if classification:
             kwargs.update(num_labels=info.num_labels, problem_type=info.problem_type)
             if info.id2label:
@@ -314,6 +318,10 @@ def build_model(cfg: Any, info: BuildInfo) -> Any:
         :class:`t5lab.models.loading.LoadReport`.
     """
     spec = get_model_spec(cfg.variant)
+    if spec.name == "pseudo_dec" and "causal_LM" not in cfg.options:
+        # the harness feeds seq2seq batches; without this a task whose target equals its input
+        # (copy) would be auto-detected as causal-LM mode by the pseudo decoder
+        cfg = cfg.model_copy(update={"options": {**cfg.options, "causal_LM": False}})
     if cfg.init_from is None:
         return spec.builder(cfg, info)
     from t5lab.models.loading import from_pretrained_with_report
