@@ -494,11 +494,12 @@ def test_text_generation_pipeline_with_byt5_tokenizer():
     tokenizer = ByT5Tokenizer()
     model = make_model(vocab_size=len(tokenizer), prefix_lm=True)
     generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
-    out = generator("abc", max_new_tokens=5, do_sample=False)
+    gen = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False)  # min: no early eos
+    out = generator("abc", **gen)
     assert out[0]["generated_text"].startswith("abc")
     # the pipeline's tokens are generate()'s on the tokenized prompt (ByT5 appends </s>)
-    ids = generator("abc", max_new_tokens=5, do_sample=False, return_tensors=True)[0]["generated_token_ids"]
-    expected = model.generate(**tokenizer("abc", return_tensors="pt"), max_new_tokens=5, do_sample=False)
+    ids = generator("abc", return_tensors=True, **gen)[0]["generated_token_ids"]
+    expected = model.generate(**tokenizer("abc", return_tensors="pt"), **gen)
     assert list(ids) == expected[0].tolist()
     assert len(ids) == 4 + 5
 
@@ -538,3 +539,21 @@ def test_deepcopy_and_training_step_reach_the_forward_table():
     model(input_ids, prefix_mask=prefix_mask, labels=labels).loss.backward()
     grad = model.decoder.block[0].layer[0].SelfAttention.prefix_forward_bias.weight.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def test_init_matches_transformers_t5():
+    """Fresh weights follow T5's scaled init (transformers 5 skips it for 'custom code' classes)."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from t5lab.models.value_head import T5DecoderOnlyWithValueHead
+
+    kw = dict(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, decoder_start_token_id=0)
+    torch.manual_seed(0)
+    ref = T5ForConditionalGeneration(T5Config(**kw)).decoder.block[0].layer[0].SelfAttention
+    for cls in (T5DecoderOnlyForCausalLM, T5DecoderOnlyWithValueHead):
+        torch.manual_seed(0)
+        ours = cls(T5DecoderOnlyConfig(**kw)).decoder.block[0].layer[0].SelfAttention
+        for name in ("q", "k", "v", "o"):
+            expected = getattr(ref, name).weight.std().item()
+            got = getattr(ours, name).weight.std().item()
+            assert abs(got - expected) < 0.3 * expected, (cls.__name__, name, got, expected)
