@@ -46,6 +46,25 @@ def test_mean_reward_rises_on_toy_task(value_t5):
     assert history[-1]["kl"] > 0.1  # the policy really moved away from the reference
 
 
+@pytest.mark.slow
+def test_kl_penalty_holds_the_policy_near_the_reference(value_t5):
+    """With a zero score, only the KL term acts: beta > 0 keeps KL small where beta = 0 drifts.
+
+    Guards the direct KL gradient: the exact KL_t depends on the state, not on the sampled token,
+    so as a reward alone it would not pull pi(.|s_t) back to the reference.
+    """
+    final = {}
+    for beta in (0.0, 0.2):
+        trainer = PPOTrainer(copy.deepcopy(value_t5), _config(init_kl_coef=beta))
+        kls = []
+        for step in range(12):
+            ids = _prompts(step)
+            stats = trainer.step(ids, None, trainer.generate(ids), torch.zeros(16))
+            kls.append(stats["kl"])
+        final[beta] = sum(kls[-4:]) / 4
+    assert final[0.2] < 0.5 and final[0.0] > 3 * final[0.2], final
+
+
 def test_tokens_after_eos_do_not_change_the_update(value_t5):
     """Two rollouts that differ only after EOS give the same update and statistics."""
     ids = _prompts(0, batch=4)

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from t5lab.rl.kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController, kl_per_token
+from t5lab.rl.kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController, exact_kl, kl_per_token
 from t5lab.rl.sampler import SampleOutput, forward_responses, process_logits, respond_to_batch
 
 
@@ -355,7 +355,11 @@ class PPOTrainer:
             rewards = per_token_rewards(scores, kl, mask, beta)
             old_values = old_values * mask
             advantages, returns = compute_gae(rewards, old_values, mask, c.gamma, c.lam)
+            # whitening divides the policy-gradient term by the advantages' std; the direct KL term
+            # below gets the same factor so that the two keep the weights of the unwhitened objective
+            pg_scale = 1.0
             if c.whiten_advantages:
+                pg_scale = float(torch.rsqrt(masked_var(advantages, mask) + 1e-8))
                 advantages = masked_whiten(advantages, mask)
             rollout_logprob_err = (old_logprobs - sample.logprobs).abs().max()
 
@@ -371,6 +375,14 @@ class PPOTrainer:
                     new_logprobs, old_logprobs[idx], advantages[idx], values_mb, old_values[idx],
                     returns[idx], mask[idx], c.cliprange, c.cliprange_value, c.vf_coef,
                 )
+                if c.kl_estimator == "exact" and beta > 0:
+                    # The exact KL_t is a function of the state s_t, not of the action a_t, so as a
+                    # reward it only penalises the actions that led to s_t. Its gradient through
+                    # pi(.|s_t) itself is added here analytically (the k1 reward carries that part
+                    # in expectation through the score function; see docs/rl.md).
+                    kl_direct = masked_mean(exact_kl(logprobs_mb, ref_logprobs_full[idx]), mask[idx])
+                    loss = loss + beta * pg_scale * kl_direct
+                    mb_stats["kl_loss"] = kl_direct.detach()
                 if c.ent_coef:
                     loss = loss - c.ent_coef * masked_mean(entropy_from_logprobs(logprobs_mb), mask[idx])
                 self.optimizer.zero_grad(set_to_none=True)
