@@ -29,7 +29,7 @@ from t5lab.errors import ConfigError
 Objective = Literal["causal_lm", "prefix_lm", "span_corruption"]
 OPTIMIZERS = ("adamw", "adafactor")
 SCHEDULES = ("constant", "linear", "cosine", "plateau", "cyclic")
-PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp", "deepspeed")
 
 
@@ -118,6 +118,8 @@ class DataConfig(_Section):
     # span corruption (T5 paper, section 3.1.4): fraction of tokens masked, mean span length
     noise_density: float = 0.15
     mean_noise_span_length: float = 3.0
+    # fast path (t5lab.train.fast): batch training examples of similar length (auto: when lengths vary)
+    bucketing: bool | Literal["auto"] = "auto"
 
     @field_validator("max_length")
     @classmethod
@@ -181,7 +183,11 @@ class TrainConfig(_Section):
     plateau_patience: int = 2
     cyclic_steps: int = 200  # cyclic: steps of one half cycle (lr/10 -> lr)
     gradient_clip_val: float | None = 1.0
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    # fast path (t5lab.train.fast, docs/benchmarks.md): auto = bf16-mixed only where bf16 is native,
+    # torch.compile on CUDA only, fused AdamW
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
+    compile: bool | Literal["auto"] = "auto"
+    fused_optimizer: bool | Literal["auto"] = "auto"
     seed: int = 0
     val_check_interval: int | float | None = None  # None: validate at each epoch end
     check_val_every_n_epoch: int | None = 1

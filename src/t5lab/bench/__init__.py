@@ -14,7 +14,7 @@ from pathlib import Path
 
 from t5lab.bench.core import Comparison, Measurement, interleaved
 
-__all__ = ["Comparison", "Measurement", "interleaved", "run_bench", "format_table"]
+__all__ = ["Comparison", "Measurement", "interleaved", "run_bench", "format_table", "markdown_table"]
 
 
 def run_bench(cases: list[str] | None = None, shape: str | None = None, repeats: int = 3,
@@ -66,6 +66,23 @@ def format_table(rows: list[Comparison]):
     for col in ("case", "candidate", "reference", "metric", "candidate", "reference", "ratio", "target"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.case, r.candidate, r.reference, r.metric, f"{r.candidate_value:.4g}",
-                      f"{r.reference_value:.4g}", f"{r.raw_ratio:.2f}x", r.target)
+        table.add_row(*format_row(r))
     return table
+
+
+def _num(x: float | None, fmt: str = ".4g", suffix: str = "") -> str:
+    return "-" if x is None else f"{x:{fmt}}{suffix}"
+
+
+def format_row(r: Comparison) -> list[str]:
+    """The table cells of one row (``-`` where a record has no reference)."""
+    return [r.case, r.candidate, r.reference, r.metric, _num(r.candidate_value), _num(r.reference_value),
+            _num(r.raw_ratio, ".2f", "x"), r.target]
+
+
+def markdown_table(rows: list[Comparison]) -> str:
+    """The same table as Markdown (for docs/benchmarks.md)."""
+    head = ["case", "candidate", "reference", "metric", "candidate", "reference", "ratio", "target"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(format_row(r)) + " |" for r in rows]
+    return "\n".join(lines)

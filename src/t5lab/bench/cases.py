@@ -194,11 +194,20 @@ def bf16_helps(peak32: float, peak16: float) -> bool:
 
 
 def fast_path(shape: str = "small", batch: int = 8, src_len: int = 128, tgt_len: int = 32,
-              repeats: int = 3, compile: bool = True, precision: str = "auto") -> list[Comparison]:
+              repeats: int = 3, compile: bool | str = "auto", precision: str = "auto") -> list[Comparison]:
+    """The harness's fast path (precision, compile, fused AdamW as ``"auto"`` resolves them here, or
+    forced) against fp32 eager with the for-loop AdamW, on the same model, data and weights.
+
+    MFU is model FLOPs per second (:func:`t5_train_flops`) over the dense matmul rate measured in
+    this run for the dtype the candidate computes in.
+    """
+    from t5lab.train.fast import resolve_compile
+
     cfg = t5_config(shape)
     data = lm_batch("hf_t5", cfg.vocab_size, batch, src_len, tgt_len)
     peak32, peak16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
     use_bf16 = bf16_helps(peak32, peak16) if precision == "auto" else precision == "bf16"
+    compile = resolve_compile(compile, "cpu")
     torch.manual_seed(0)
     eager = T5ForConditionalGeneration(cfg).train()
     fast = T5ForConditionalGeneration(cfg).train()
@@ -254,9 +263,181 @@ def generation(shape: str = "small", prompt_len: int = 32, new_tokens: int = 32,
     ]
 
 
+# ---------------------------------------------------------------------------------------------
+# 4. overhead-bound regime: the harness's training step vs a plain PyTorch/HF loop
+
+
+def _tiny_experiment(shape: str, batch: int, steps: int, task: str = "copy", max_len: int = 24) -> dict:
+    """A harness config at a bench shape on a synthetic task with varied lengths, no validation."""
+    s = SHAPES[shape]
+    return {
+        "name": "bench",
+        "model": {"variant": "t5", "d_model": s["d_model"], "d_ff": s["d_ff"], "d_kv": s["d_kv"],
+                  "num_heads": s["num_heads"], "num_layers": s["num_layers"]},
+        "data": {"task": task, "options": {"min_len": 2, "max_len": max_len}, "train": 50 * batch, "val": 0,
+                 "test": 0, "max_length": max_len + 2},
+        "tokenizer": "byte",
+        "train": {"batch_size": batch, "max_steps": steps, "lr": 1e-3, "progress_bar": False,
+                  "log_every_n_steps": 10, "schedule": "constant"},
+        "trainer": {"accelerator": "cpu", "devices": 1},
+    }
+
+
+class _StepClock:
+    """Lightning callback: wall time between consecutive training-step ends (data, step, logging)."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def make(self):
+        import lightning.pytorch as pl
+
+        clock = self
+
+        class Clock(pl.Callback):
+            def on_train_batch_end(self, *args, **kwargs) -> None:
+                clock.ends.append(time.perf_counter())
+
+        return Clock()
+
+
+def overhead(shape: str = "tiny", batch: int = 32, steps: int = 20, repeats: int = 3,
+             overrides: tuple[str, ...] = ()) -> list[Comparison]:
+    """Training samples/s of the harness (Lightning + bucketing + fused AdamW + auto settings) vs a
+    plain loop a researcher would write (random padded batches, ``model(**batch).loss``, AdamW,
+    gradient clipping), on the same model weights and training examples.
+
+    Each round runs ``steps`` steps of each, alternating; the first step of a round is not timed.
+    """
+    import copy
+    import tempfile
+    from pathlib import Path
+
+    from t5lab.config import load_config
+    from t5lab.train.fast import padding_fraction
+    from t5lab.train.module import T5LabModule
+    from t5lab.train.run import build_pieces, make_trainer
+
+    cfg = load_config(_tiny_experiment(shape, batch, steps), list(overrides))
+    pieces = build_pieces(cfg)
+    plain_model = copy.deepcopy(pieces.model).train()
+    examples = pieces.datamodule.examples["train"]
+    form = pieces.formulation
+    plain_opt = torch.optim.AdamW(plain_model.parameters(), lr=cfg.train.lr)
+    g = torch.Generator().manual_seed(0)
+
+    def plain_round() -> list[float]:
+        order = torch.randperm(len(examples), generator=g).tolist()
+        ends = []
+        for i in range(steps):
+            b = form.collate([examples[j] for j in order[i * batch : (i + 1) * batch]])
+            plain_model(**b).loss.backward()
+            torch.nn.utils.clip_grad_norm_(plain_model.parameters(), cfg.train.gradient_clip_val)
+            plain_opt.step()
+            plain_opt.zero_grad(set_to_none=True)
+            ends.append(time.perf_counter())
+        return ends
+
+    module = T5LabModule(pieces.model, cfg, form.kind, tokenizer=pieces.tokenizer)
+    from t5lab.train.fast import maybe_compile
+
+    fit_module = maybe_compile(module, cfg.train.compile, cfg.trainer.accelerator)
+
+    def harness_round(tmp: Path) -> list[float]:
+        clock = _StepClock()
+        trainer = make_trainer(cfg, tmp, progress=False)
+        trainer.callbacks.append(clock.make())
+        trainer.fit(fit_module, datamodule=pieces.datamodule)
+        return clock.ends
+
+    per_step: dict[str, list[float]] = {"plain": [], "harness": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats + 1):  # round 0 warms up (and compiles, if on)
+            rounds = [("plain", plain_round), ("harness", lambda r=r: harness_round(Path(tmp) / str(r)))]
+            for name, fn in rounds if r % 2 == 0 else rounds[::-1]:
+                ends = fn()
+                if r > 0:
+                    per_step[name].append((ends[-1] - ends[0]) / (len(ends) - 1))
+    lengths = [len(e.input_ids) for e in examples]
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0)).tolist()
+    random_batches = [order[i : i + batch] for i in range(0, len(order), batch)]
+    sampler = pieces.datamodule.train_dataloader().batch_sampler
+    harness_batches = list(sampler) if hasattr(sampler, "batches") else random_batches
+    import statistics
+
+    plain_s, harness_s = statistics.median(per_step["plain"]), statistics.median(per_step["harness"])
+    from t5lab.train.fast import resolve_compile, resolve_fused, resolve_precision
+
+    t = cfg.train
+    return [Comparison(
+        "overhead", "harness", "plain_loop", "train samples/s", batch / harness_s, batch / plain_s, ">= 3.0x",
+        extra={"shape": shape, "batch": batch, "steps_per_round": steps, "task": cfg.data.task,
+               "precision": resolve_precision(t.precision, "cpu"), "compile": resolve_compile(t.compile, "cpu"),
+               "fused_adamw": resolve_fused(t.fused_optimizer, t.optimizer), "bucketing": pieces.datamodule.bucketing,
+               "padding_fraction_plain": padding_fraction(random_batches, lengths),
+               "padding_fraction_harness": padding_fraction(harness_batches, lengths),
+               "step_ms_plain": 1e3 * plain_s, "step_ms_harness": 1e3 * harness_s},
+    )]
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. time to 99% exact match on copy with the quickstart config
+
+
+def copy_time(repeats: int = 1, threshold: float = 0.99, overrides: tuple[str, ...] = ()) -> list[Comparison]:
+    """Wall time and steps until validation exact match >= ``threshold`` on the copy task.
+
+    The quickstart config (``src/t5lab/configs/quickstart.yaml``) with ``data.task=copy``, run
+    through the harness's Python API (:func:`t5lab.train.run.build_pieces`, ``make_trainer``);
+    training stops at the first validation that reaches the threshold. A record, not a ratio:
+    the reference column is left empty. ``repeats`` is accepted for a uniform interface.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import lightning.pytorch as pl
+
+    from t5lab.config import load_config
+    from t5lab.train.fast import maybe_compile
+    from t5lab.train.module import T5LabModule
+    from t5lab.train.run import build_pieces, make_trainer, quickstart_path
+
+    cfg = load_config(quickstart_path(), ["data.task=copy", "train.progress_bar=false", *overrides])
+    pieces = build_pieces(cfg)
+    found: dict[str, float] = {}
+
+    class StopAtThreshold(pl.Callback):
+        def on_fit_start(self, trainer, module) -> None:
+            found["start"] = time.perf_counter()
+
+        def on_validation_end(self, trainer, module) -> None:
+            em = trainer.callback_metrics.get("val_exact_match")
+            if em is not None and float(em) >= threshold and "seconds" not in found:
+                found.update(seconds=time.perf_counter() - found["start"], steps=trainer.global_step,
+                             exact_match=float(em))
+                trainer.should_stop = True
+
+    module = T5LabModule(pieces.model, cfg, pieces.formulation.kind, tokenizer=pieces.tokenizer)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = make_trainer(cfg, Path(tmp), progress=False)
+        trainer.callbacks.append(StopAtThreshold())
+        trainer.fit(maybe_compile(module, cfg.train.compile, cfg.trainer.accelerator), datamodule=pieces.datamodule)
+        total = time.perf_counter() - found["start"]
+    reached = "seconds" in found
+    return [Comparison(
+        "copy_time", "quickstart+copy", "-", "s to val EM>=0.99", found.get("seconds"), None,
+        "record", higher_is_better=False,
+        extra={"reached": reached, "steps": found.get("steps"), "exact_match": found.get("exact_match"),
+               "max_steps": cfg.train.max_steps, "batch_size": cfg.train.batch_size,
+               "seconds_total": total, "overrides": list(overrides)},
+    )]
+
+
 CASES: dict[str, Callable[..., list[Comparison]]] = {
     "lm_training": lm_training,
     "enct5": enct5_vs_t5_classification,
     "fast_path": fast_path,
     "generation": generation,
+    "overhead": overhead,
+    "copy_time": copy_time,
 }

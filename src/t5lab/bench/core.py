@@ -41,21 +41,25 @@ class Comparison:
     reference: str
     metric: str  # e.g. "tokens/s", "ms/token"
     candidate_value: float
-    reference_value: float
+    reference_value: float | None  # None: a record with no reference (e.g. time to a target)
     target: str  # e.g. ">= 1.0x"
     higher_is_better: bool = True
     extra: dict = field(default_factory=dict)
 
     @property
-    def ratio(self) -> float:
+    def ratio(self) -> float | None:
         """Speed-up of the candidate over the reference (> 1 is faster), whatever the metric."""
+        if self.reference_value is None:
+            return None
         if self.higher_is_better:
             return self.candidate_value / self.reference_value
         return self.reference_value / self.candidate_value
 
     @property
-    def raw_ratio(self) -> float:
+    def raw_ratio(self) -> float | None:
         """candidate / reference in the metric's own unit (what the target is stated in)."""
+        if self.reference_value is None:
+            return None
         return self.candidate_value / self.reference_value
 
     def as_dict(self) -> dict:
