@@ -59,12 +59,16 @@ class LoadReport:
 
 
 def _compress(names: list[str], limit: int = 12) -> list[str]:
-    """Collapse per-layer names (``block.3.layer...``) into ``block.*.layer...`` for a readable line."""
+    """Collapse per-block names (``block.3.layer.0...``) into ``block.*.layer.0...`` for a readable line.
+
+    Only the block index is folded: T5's sub-layer index (``layer.0`` self-attention, ``layer.1``
+    cross-attention or FFN) says which part of the block a tensor belongs to.
+    """
     import re
 
     collapsed: list[str] = []
     for name in names:
-        pattern = re.sub(r"\.\d+\.", ".*.", name)
+        pattern = re.sub(r"(^|\.)(block|layers?|h)\.\d+\.", r"\1\2.*.", name)
         if pattern not in collapsed:
             collapsed.append(pattern)
     if len(collapsed) > limit:
