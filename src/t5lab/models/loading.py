@@ -68,7 +68,7 @@ def _compress(names: list[str], limit: int = 12) -> list[str]:
 
     collapsed: list[str] = []
     for name in names:
-        pattern = re.sub(r"(^|\.)(block|layers?|h)\.\d+\.", r"\1\2.*.", name)
+        pattern = re.sub(r"(^|\.)(block|layers|h)\.\d+\.", r"\1\2.*.", name)
         if pattern not in collapsed:
             collapsed.append(pattern)
     if len(collapsed) > limit:
