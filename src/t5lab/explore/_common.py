@@ -95,10 +95,17 @@ def load_model_dir(path: str | os.PathLike, attn_implementation: str | None = No
         auto = transformers.AutoModelForSeq2SeqLM
     else:
         auto = transformers.AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # the explorer's output is its tables, not loading bars
     try:
         model = auto.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
         raise T5LabError(f"{path}: cannot load the model ({str(err).splitlines()[0]})") from err
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     model.eval()
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
