@@ -23,12 +23,12 @@ SEQ2SEQ, CAUSAL, CLASSIFIER = "seq2seq", "causal", "classifier"
 
 def model_kind(model: Any) -> str:
     """Return ``"seq2seq"``, ``"causal"`` or ``"classifier"`` for a transformers model."""
-    config = model.config
-    if getattr(config, "is_encoder_decoder", False):
-        return SEQ2SEQ
+    # classifiers first: EncT5 is an encoder-decoder (a shallow decoder) but generates nothing
     name = type(model).__name__
     if "SequenceClassification" in name or "Classifier" in name:
         return CLASSIFIER
+    if getattr(model.config, "is_encoder_decoder", False):
+        return SEQ2SEQ
     return CAUSAL
 
 
