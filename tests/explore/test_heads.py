@@ -119,3 +119,23 @@ def test_bad_layers_and_heads_are_clear_errors():
         t5lab.prune_heads(model, {"encoder.0": [0, 1, 2, 3]})
     with pytest.raises(T5LabError, match="only T5 self-attention"):
         t5lab.prune_heads(model, {"decoder.0.cross": [0]})
+
+
+@torch.no_grad()
+def test_enct5_classifier_heads_and_attention():
+    from tests.explore.conftest import _variant
+
+    model = _variant("enct5", "EncT5Config", "EncT5ForSequenceClassification", num_labels=3)
+    tokenizer = byte_tokenizer()
+    enc = tokenizer(["good movie", "bad"], padding=True, return_tensors="pt")
+    spec = {"encoder.0": [1], "encoder.1": [0, 3]}
+    with t5lab.ablate_heads(model, spec):
+        ablated = model(**enc).logits  # (B, num_labels)
+    assert not torch.allclose(ablated, model(**enc).logits, atol=1e-5)
+    pruned = t5lab.prune_heads(copy.deepcopy(model), spec)
+    assert_close(pruned(**enc).logits, ablated, rtol=1e-5, atol=1e-5)
+    maps = t5lab.attention_maps(model, tokenizer, "good movie")
+    assert maps["encoder"].shape[-1] == 11  # 10 bytes + </s>
+    torch.testing.assert_close(maps["encoder"].sum(-1), torch.ones(maps["encoder"].shape[:-1]))
+    with pytest.raises(T5LabError, match="is a classifier"):
+        t5lab.sample(model, tokenizer, "good")

@@ -135,6 +135,8 @@ def sample(
     Raises:
         T5LabError: bad sampling arguments, a classifier model, or a prompt longer than the context.
     """
+    if model_kind(model) == CLASSIFIER:
+        raise T5LabError(f"{type(model).__name__} is a classifier; it has no generate(); use pipeline('text-classification')")
     single = isinstance(prompt_or_prompts, str)
     prompts = [prompt_or_prompts] if single else list(prompt_or_prompts)
     if not prompts:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from t5lab.errors import T5LabError
-from t5lab.explore._common import SEQ2SEQ, model_kind
+from t5lab.explore._common import CAUSAL, model_kind
 
 _T5_SITE = re.compile(r"(?:^|\.)(\w+)\.block\.(\d+)\.layer\.\d+\.(SelfAttention|EncDecAttention)$")
 _GPT2_SITE = re.compile(r"(?:^|\.)h\.(\d+)\.attn$")
@@ -52,7 +52,7 @@ class AttentionSite:
 
 def attention_sites(model: nn.Module) -> dict[str, AttentionSite]:
     """All attention modules of a T5-family or GPT-2 model, by explorer name."""
-    causal = model_kind(model) != SEQ2SEQ
+    causal = model_kind(model) == CAUSAL  # one stack: call it "decoder" whatever its attribute name
     sites: dict[str, AttentionSite] = {}
     for qualname, module in model.named_modules():
         m = _T5_SITE.search(qualname)
