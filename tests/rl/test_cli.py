@@ -148,3 +148,32 @@ def test_missing_config_file_and_missing_section(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
     assert "policy" in err[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["decoder_only", "pseudo_dec"])
+def test_ppo_cli_runs_the_other_variants(config, tmp_path, variant):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    import t5lab  # noqa: F401
+    from t5lab.models.decoder_only import T5DecoderOnlyConfig, T5DecoderOnlyForCausalLM
+    from t5lab.models.pseudo_decoder import T5PseudoDecConfig, T5PseudoDecForConditionalGeneration
+    from t5lab.tokenizers import build_tokenizer
+
+    tok = build_tokenizer("char", alphabet="ab")
+    cfg = {**TINY_T5, "vocab_size": len(tok)}
+    torch.manual_seed(0)
+    if variant == "decoder_only":
+        cfg.pop("num_decoder_layers")
+        model = T5DecoderOnlyForCausalLM(T5DecoderOnlyConfig(**cfg, prefix_lm=True))
+    else:
+        model = T5PseudoDecForConditionalGeneration(T5PseudoDecConfig(**cfg))
+    path = tmp_path / variant
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    out = tmp_path / "runs"
+    assert main(["ppo", str(config), f"policy.init={path}", "steps=2", "--out", str(out), "--quiet"]) == 0
+    run = _run_dir(out)
+    auto = AutoModelForCausalLM if variant == "decoder_only" else AutoModelForSeq2SeqLM
+    loaded = auto.from_pretrained(run / "model")
+    assert hasattr(loaded, "v_head") and len(_rows(run)) == 2

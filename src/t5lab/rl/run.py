@@ -386,7 +386,7 @@ def plot_reward_curve(run_dir: str | os.PathLike, path: str | os.PathLike | None
     """Plots reward mean +- std and the per-sequence KL of a PPO run's metrics.csv to a PNG.
 
     Args:
-        run_dir: A PPO run directory.
+        run_dir: A PPO run directory, or ``runs/<name>`` (its newest run).
         path: Output PNG (default: ``<run_dir>/reward.png``).
 
     Returns:
@@ -401,6 +401,9 @@ def plot_reward_curve(run_dir: str | os.PathLike, path: str | os.PathLike | None
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
+    if not (run_dir / "metrics.csv").is_file() and run_dir.is_dir():
+        runs = sorted(d for d in run_dir.iterdir() if (d / "metrics.csv").is_file())
+        run_dir = runs[-1] if runs else run_dir
     metrics = run_dir / "metrics.csv"
     if not metrics.is_file():
         raise T5LabError(f"{run_dir} has no metrics.csv; give a PPO run directory")
