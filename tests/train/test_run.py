@@ -87,3 +87,34 @@ def test_bit_reproducible(finished_run, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_training_order_changes_every_epoch_and_is_seeded(tmp_path):
+    """Each epoch draws a new order (bucketed or not), identical across runs with the same seed."""
+    import lightning.pytorch as pl
+
+    from t5lab.train import run as run_mod
+
+    seen: list[list[list[int]]] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen[-1].append(batch["input_ids"][:, 0].tolist())
+
+    original = run_mod.make_trainer
+
+    def with_recorder(*args, **kwargs):
+        trainer = original(*args, **kwargs)
+        trainer.callbacks.append(Record())
+        return trainer
+
+    run_mod.make_trainer = with_recorder
+    try:
+        for bucketing in (True, False, True):
+            seen.append([])
+            train(tiny(name=f"order{bucketing}", train={"max_steps": 12}, data={"bucketing": bucketing}), out=tmp_path)
+    finally:
+        run_mod.make_trainer = original
+    for batches in seen:
+        assert len(batches) == 12 and batches[:6] != batches[6:]  # epoch 1 differs from epoch 0
+    assert seen[0] == seen[2]

@@ -56,7 +56,6 @@ class T5LabModule(pl.LightningModule):
         self.run_dir = run_dir
         self.samples_seen = 0  # training examples consumed, all ranks
         self.tokens_seen = 0  # training loss tokens consumed, all ranks
-        self.last_val_step = -1  # global step of the latest full validation
         self._acc: dict[str, torch.Tensor] = {}
         self._samples: list[tuple[str, str, str]] = []
 
@@ -70,6 +69,14 @@ class T5LabModule(pl.LightningModule):
         if self.kind == "classification":
             return classification_loss(logits, batch["labels"], self.problem_type)
         return token_loss(self.kind, logits, batch["labels"])
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning calls set_epoch on `dataloader.sampler` and `batch_sampler.sampler` only; a batch
+        # sampler of its own (length bucketing) must hear the epoch too, or every epoch repeats the order.
+        loader = self.trainer.train_dataloader
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        if callable(getattr(batch_sampler, "set_epoch", None)):
+            batch_sampler.set_epoch(self.current_epoch)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Seed dropout from (seed, epoch, batch, rank): the random stream of a step never depends on
@@ -219,8 +226,6 @@ class T5LabModule(pl.LightningModule):
         loss_sum, n, correct, exact, count = sums.tolist()
         if n == 0:
             return
-        if prefix == "val":
-            self.last_val_step = self.global_step
         metrics = {f"{prefix}_loss": loss_sum / n}
         if self.kind == "classification":
             if self.problem_type != "regression":

@@ -364,7 +364,9 @@ def run_experiment(
     from t5lab.train.fast import maybe_compile
 
     trainer.fit(maybe_compile(module, cfg.train.compile, cfg.trainer.accelerator), datamodule=pieces.datamodule, ckpt_path=ckpt_path)
-    if cfg.data.val != 0 and module.last_val_step != trainer.global_step:
+    # with spawned DDP workers this process's trainer never stepped: the checkpoint knows the step
+    step = trainer.global_step or _checkpoint_step(ckpt)
+    if cfg.data.val != 0 and not _validated_at(run_dir, step):
         trainer.validate(module, datamodule=pieces.datamodule, verbose=False)  # final weights, when fit ended between validations
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
     if cfg.data.test != 0:
@@ -372,9 +374,26 @@ def run_experiment(
             metrics.update({k: float(v) for k, v in row.items()})
     if trainer.global_rank == 0:
         atomic_save_pretrained(pieces.model, pieces.tokenizer, run_dir / "model")
-        summary = {"finished": _dt.datetime.now().isoformat(timespec="seconds"), "step": trainer.global_step, "metrics": metrics}
+        summary = {"finished": _dt.datetime.now().isoformat(timespec="seconds"), "step": step, "metrics": metrics}
         atomic_write_text(run_dir / DONE, json.dumps(summary, indent=1) + "\n")
     return RunResult(run_dir, metrics)
+
+
+def _checkpoint_step(ckpt: Path) -> int:
+    import torch
+
+    return int(torch.load(ckpt, map_location="cpu", weights_only=True).get("global_step", 0)) if ckpt.is_file() else 0
+
+
+def _validated_at(run_dir: Path, step: int) -> bool:
+    """Whether metrics.csv has validation metrics logged at ``step``."""
+    import csv
+
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return False
+    with open(path, newline="") as fh:
+        return any(r.get("step") == str(step) and r.get("val_loss") for r in csv.DictReader(fh))
 
 
 def resume(run_dir: str | os.PathLike, progress: bool = True) -> RunResult:
