@@ -58,10 +58,12 @@ def _matmul_seconds(dtype: torch.dtype, n: int, repeats: int = 3) -> float:
 def cpu_bf16_is_fast(n: int = 256) -> bool:
     """True when this CPU multiplies bf16 matrices faster than fp32 (native AMX / AVX512-BF16).
 
-    Measured once per process (a few ms where bf16 is native, ~30 ms where it is emulated): the
-    capability string alone does not say whether oneDNN has bf16 kernels for this CPU. A 1.2x
-    margin keeps noise on a shared machine from flipping the answer; the real gap is ~2x or ~1/100x.
+    Below AVX512 the answer is no without measuring. On AVX512 / AMX CPUs it is measured once per
+    process (a few ms): the capability string alone does not say whether the CPU has AVX512-BF16.
+    A 1.2x margin keeps noise on a shared machine from flipping the answer.
     """
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AMX"):
+        return False  # AVX2 / NEON-less / default builds have no bf16 dot-product instructions
     return _matmul_seconds(torch.float32, n) > 1.2 * _matmul_seconds(torch.bfloat16, n)
 
 
