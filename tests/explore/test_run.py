@@ -88,3 +88,18 @@ def test_trained_runs_verify_and_compare(tmp_path):
     result = t5lab.compare(runs, out=tmp_path / "c.png")
     assert [r.variant for r in result.rows] == ["t5", "decoder_only"]
     assert all(r.tokens_per_s and r.tokens_per_s > 0 for r in result.rows)
+
+
+def test_metrics_series_interpolates_samples_of_validation_rows():
+    from t5lab.explore.run import MetricsTable
+
+    rows = [
+        {"step": 9, "samples": 320, "train_loss": 3.0},
+        {"step": 15, "val_loss": 2.5},  # validation rows log no samples
+        {"step": 19, "samples": 640, "train_loss": 2.8},
+        {"step": 25, "val_loss": 2.0},
+    ]
+    table = MetricsTable(rows, ["step", "samples", "train_loss", "val_loss"])
+    assert table.series("val_loss", x="samples") == ([512.0, 832.0], [2.5, 2.0])  # 32 samples per step
+    assert table.series("val_loss") == ([15, 25], [2.5, 2.0])
+    assert table.last("train_loss") == 2.8

@@ -60,12 +60,32 @@ class MetricsTable:
             raise T5LabError(f"unknown metric {name!r}; metrics.csv has: {known}")
 
     def series(self, name: str, x: str = "step") -> tuple[list[float], list[float]]:
-        """``(xs, ys)`` of the rows where both ``x`` and ``name`` have a value (x falls back to row index)."""
+        """``(xs, ys)`` of the rows where ``name`` has a value.
+
+        A row without an ``x`` value (validation rows log no ``samples``/``tokens``) gets it by
+        linear interpolation over ``step`` between the rows that have both; without an ``x``
+        column at all the row index is used.
+        """
+        import numpy as np
+
+        known = [(r["step"], r[x]) for r in self.rows if r.get("step") is not None and r.get(x) is not None]
         xs, ys = [], []
         for i, row in enumerate(self.rows):
             y = row.get(name)
-            xv = row.get(x, i) if x in self.columns else i
-            if y is not None and xv is not None and not math.isnan(y):
+            if y is None or (isinstance(y, float) and math.isnan(y)):
+                continue
+            xv = row.get(x) if x in self.columns else i
+            if xv is None and known and row.get("step") is not None:
+                steps, values = zip(*known)
+                if len(known) == 1:
+                    xv = values[0] * (row["step"] / steps[0]) if steps[0] else values[0]
+                else:  # linear in step, extrapolated at the ends with the nearest slope
+                    xv = float(np.interp(row["step"], steps, values, left=None, right=None))
+                    lo, hi = (0, 1) if row["step"] < steps[0] else (-2, -1)
+                    if row["step"] < steps[0] or row["step"] > steps[-1]:
+                        slope = (values[hi] - values[lo]) / ((steps[hi] - steps[lo]) or 1)
+                        xv = values[hi] + slope * (row["step"] - steps[hi])
+            if xv is not None:
                 xs.append(xv)
                 ys.append(y)
         return xs, ys
