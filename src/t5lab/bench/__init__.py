@@ -64,7 +64,7 @@ def format_table(rows: list[Comparison]):
 
     table = Table(title="t5lab bench (medians of interleaved repeats)")
     for col in ("case", "candidate", "reference", "metric", "candidate", "reference", "ratio", "target"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(*format_row(r))
     return table

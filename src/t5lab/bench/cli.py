@@ -11,6 +11,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shape", choices=["tiny", "small"], default=None, help="model shape (default: per case)")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds per candidate")
     p.add_argument("--out", default="bench.json", help="JSON file for the raw numbers")
+    p.add_argument("--markdown", default=None, help="also write the table as Markdown to this file")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; 1 avoids spin-wait contention on a busy machine)")
     p.set_defaults(func=_bench)
 
 
@@ -18,8 +21,20 @@ def _bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from t5lab.bench import format_table, run_bench
+    from t5lab.errors import T5LabError
 
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise T5LabError(f"--threads {args.threads}: give a positive number of threads")
+        torch.set_num_threads(args.threads)
     rows = run_bench(args.cases, shape=args.shape, repeats=args.repeats, out=args.out)
+    if args.markdown:
+        from t5lab.bench import markdown_table
+        from t5lab.train.io import atomic_write_text
+
+        atomic_write_text(args.markdown, markdown_table(rows) + "\n")
     console = Console()
     console.print(format_table(rows))
     for r in rows:
