@@ -1,0 +1,73 @@
+"""Optimiser schedules against closed forms; init_from with a LoadReport; loggers; early stopping."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+from t5lab.train.run import train
+from tests.train.conftest import tiny
+
+
+def _lrs(run_dir):
+    return {int(r["step"]): float(r["lr"]) for r in csv.DictReader(open(run_dir / "metrics.csv")) if r["lr"]}
+
+
+def _expected(schedule, i, lr=1e-2, warmup=2, total=6):
+    """lr of the (i+1)-th optimiser step (i steps done), HF get_*_schedule_with_warmup formulas."""
+    if schedule == "constant":
+        return lr * min(1.0, i / warmup)
+    if i < warmup:
+        return lr * i / warmup
+    progress = (i - warmup) / (total - warmup)
+    if schedule == "linear":
+        return lr * max(0.0, 1 - progress)
+    return lr * 0.5 * (1 + math.cos(math.pi * progress))  # cosine, half a cycle
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_schedule_matches_closed_form(schedule, tmp_path):
+    raw = tiny(name=schedule, train={"max_steps": 6, "lr": 1e-2, "warmup_steps": 2, "schedule": schedule,
+                                     "log_every_n_steps": 1})
+    [result] = train(raw, out=tmp_path)
+    lrs = _lrs(result.run_dir)
+    assert sorted(lrs) == [1, 2, 3, 4, 5, 6]
+    for step, lr in lrs.items():
+        assert lr == pytest.approx(_expected(schedule, step - 1), abs=1e-9), step
+
+
+def test_cyclic_and_plateau_and_adafactor_run(tmp_path):
+    [cyc] = train(tiny(name="cyc", train={"max_steps": 4, "schedule": "cyclic", "cyclic_steps": 2, "lr": 1e-2,
+                                          "log_every_n_steps": 1}), out=tmp_path)
+    lrs = _lrs(cyc.run_dir)  # triangular: lr/10 at step 0, lr after cyclic_steps, back down
+    assert lrs[1] == pytest.approx(1e-3) and lrs[3] == pytest.approx(1e-2) and lrs[4] < 1e-2
+    [plat] = train(tiny(name="plat", train={"max_steps": 12, "schedule": "plateau", "optimizer": "adafactor"}),
+                   out=tmp_path)
+    assert (plat.run_dir / "DONE").exists()
+
+
+def test_init_from_checkpoint_prints_load_report(tmp_path, capsys):
+    torch.manual_seed(0)
+    src = T5ForConditionalGeneration(T5Config(vocab_size=200, d_model=16, d_ff=32, d_kv=4, num_heads=2, num_layers=1,
+                                              relative_attention_num_buckets=8, decoder_start_token_id=0))
+    src.save_pretrained(tmp_path / "ckpt")
+    raw = tiny(name="init", model={"variant": "decoder_only", "init_from": str(tmp_path / "ckpt")},
+               train={"max_steps": 2})
+    [result] = train(raw, out=tmp_path / "runs")
+    out = capsys.readouterr().out
+    assert "loaded weights from" in out and "new (randomly initialised)" in out
+    assert (result.run_dir / "DONE").exists()
+
+
+def test_tensorboard_logger_and_early_stop(tmp_path):
+    raw = tiny(name="tb", log={"tensorboard": True},
+               train={"max_steps": 60, "early_stop": {"monitor": "val_loss", "patience": 0, "min_delta": 10.0}})
+    [result] = train(raw, out=tmp_path)
+    assert list((result.run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    # min_delta=10 means no validation can count as an improvement: stops after the 2nd validation
+    rows = [r for r in csv.DictReader(open(result.run_dir / "metrics.csv")) if r["val_loss"]]
+    assert int(rows[-1]["step"]) < 60
