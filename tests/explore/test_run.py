@@ -103,3 +103,16 @@ def test_metrics_series_interpolates_samples_of_validation_rows():
     assert table.series("val_loss", x="samples") == ([512.0, 832.0], [2.5, 2.0])  # 32 samples per step
     assert table.series("val_loss") == ([15, 25], [2.5, 2.0])
     assert table.last("train_loss") == 2.8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "variant, extra",
+    [("pseudo_dec", []), ("gpt2", []), ("enct5", ["data.task=parity", "data.options={}"])],
+)
+def test_trained_runs_of_the_other_variants_verify(tmp_path, variant, extra):
+    run = t5lab.load_run(trained_run(tmp_path, variant, *extra))
+    check = run.verify_stable_load()
+    assert math.isclose(check["recomputed"], check["stored"], rel_tol=1e-4)
+    result = run.evaluate("val")
+    assert ("accuracy" in result) == (variant == "enct5")
