@@ -80,6 +80,11 @@ BAD = [
     ({"model": {"variant": "enct5"}}, "model.variant=enct5"),  # classifier on a seq2seq task
     ({"data": {"objective": "causal_lm"}}, "data.objective"),  # objective on a seq2seq task
     ({"model": {"variant": "gpt2"}, "data": {"task": "botchan", "objective": "prefix_lm"}}, "prefix_lm"),
+    (
+        {"model": {"variant": "decoder_only"}, "data": {"task": "botchan", "objective": "prefix_lm"}},
+        "model.options.prefix_lm=true",
+    ),
+    ({"model": {"variant": "pseudo_dec", "options": {"causal_LM": True}}}, "model.options.causal_LM"),
     ({"model": {"variant": "t5"}, "data": {"task": "botchan", "objective": "causal_lm"}}, "data.objective"),
     (
         {"model": {"variant": "decoder_only", "options": {"prefix_lm": True}}, "data": {"loss_on": "all"}},

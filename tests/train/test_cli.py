@@ -48,6 +48,16 @@ def test_bad_input_exits_2_with_one_line_and_no_run_dir(tmp_path, capsys, overri
     assert not out.exists(), "a run directory was created for a bad config"
 
 
+def test_missing_logger_package_is_a_config_error(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    out = tmp_path / "runs"
+    assert main(["train", write(tmp_path, tiny()), "log.wandb=true", "--out", str(out)]) == 2
+    assert "pip install wandb" in capsys.readouterr().err and not out.exists()
+
+
 def test_cli_subprocess_exit_code(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "t5lab.cli", "train", "train.batch_size=0", "--out", str(tmp_path / "r")],
