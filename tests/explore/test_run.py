@@ -116,3 +116,30 @@ def test_trained_runs_of_the_other_variants_verify(tmp_path, variant, extra):
     assert math.isclose(check["recomputed"], check["stored"], rel_tol=1e-4)
     result = run.evaluate("val")
     assert ("accuracy" in result) == (variant == "enct5")
+
+
+def test_exact_match_counts_records_whose_greedy_output_is_the_reference(two_runs, monkeypatch):
+    """The bookkeeping of exact match: prompt/start stripped, compared up to the first </s>."""
+    from t5lab.explore.formulate import exact_match_rate, run_formulation
+
+    run = t5lab.load_run(two_runs[0])
+    records = run.splits["val"][:7]
+    form = run_formulation(run)
+    targets = {tuple(e.prompt): e.target for e in form.encode_all(records)}  # target ends with </s>
+    calls = []
+
+    def fake_generate(input_ids, attention_mask, generation_config):
+        calls.append(generation_config.max_new_tokens)
+        rows = []
+        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
+            target = targets[tuple(i for i, m in zip(ids, mask) if m)]
+            i = sorted(targets).index(tuple(i for i, m in zip(ids, mask) if m))
+            hyp = target + [5, 5] if i % 2 == 0 else target[:-1] + [5]  # junk after </s> / a wrong end
+            rows.append([0] + hyp)  # decoder start token first, as T5's generate returns it
+        width = max(map(len, rows))
+        return torch.tensor([r + [0] * (width - len(r)) for r in rows])
+
+    monkeypatch.setattr(run.model, "generate", fake_generate)
+    expected = sum(i % 2 == 0 for i in range(len(targets))) / len(records)
+    assert exact_match_rate(run, records, batch_size=3) == pytest.approx(expected)
+    assert len(calls) == 3  # batches of 3, 3 and 1

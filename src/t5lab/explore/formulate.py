@@ -78,3 +78,31 @@ def evaluate_batches(
             result["accuracy"] = correct / max(n, 1)
         return result
     return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "token_acc": correct / max(n, 1), "tokens": float(n)}
+
+
+@torch.no_grad()
+def exact_match_rate(run: Any, records: list, batch_size: int) -> float:
+    """Share of records whose greedy decoding equals the reference up to and including its ``</s>``.
+
+    Prompts and references come from the run's formulation, decoding is greedy with the KV cache
+    for at most ``train.max_new_tokens`` (else the batch's longest reference) new tokens, as in
+    training's ``val_exact_match``.
+    """
+    from t5lab.explore._common import SEQ2SEQ, model_kind
+    from t5lab.explore.generation import generation_config
+
+    model, tokenizer = run.model, run.tokenizer
+    form = run_formulation(run)
+    examples = form.encode_all(records)
+    eos = tokenizer.eos_token_id
+    right = 0
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        prompts = {k: v.to(device_of(model)) for k, v in form.collate_prompts(chunk).items()}
+        limit = run.config.train.max_new_tokens or max(len(e.target) for e in chunk)
+        out = model.generate(**prompts, generation_config=generation_config(model, tokenizer, limit, temperature=0))
+        new = out[:, 1:] if model_kind(model) == SEQ2SEQ else out[:, prompts["input_ids"].shape[1]:]
+        for hyp, example in zip(new.tolist(), chunk):
+            hyp = hyp[: hyp.index(eos) + 1] if eos in hyp else hyp
+            right += hyp == list(example.target)
+    return right / max(len(examples), 1)

@@ -253,12 +253,21 @@ class Run:
 
         return make_batches(self, records, size)
 
-    def evaluate(self, split: str = "val", batch_size: int | None = None) -> dict[str, float]:
-        """Loss, perplexity (LMs) or accuracy (classifiers) on a split, token-weighted over the split."""
-        from t5lab.explore.formulate import evaluate_batches, run_formulation
+    def evaluate(self, split: str = "val", batch_size: int | None = None, exact_match: bool = True) -> dict[str, float]:
+        """Metrics of a split, computed as training computes them.
+
+        LMs: ``loss`` (token-weighted over the split), ``ppl``, ``token_acc`` (teacher-forced argmax)
+        and, with ``exact_match=True``, ``exact_match``: the share of records whose greedy decoding
+        equals the reference up to its ``</s>``. Classifiers: ``loss`` and ``accuracy``.
+        """
+        from t5lab.explore.formulate import evaluate_batches, exact_match_rate, run_formulation
 
         form = run_formulation(self)
-        return evaluate_batches(self.model, self.batches(split, batch_size), form.kind, form.problem_type)
+        result = evaluate_batches(self.model, self.batches(split, batch_size), form.kind, form.problem_type)
+        if exact_match and form.kind != "classification":
+            size = batch_size or (self.config.train.eval_batch_size or self.config.train.batch_size)
+            result["exact_match"] = exact_match_rate(self, self.splits[split], size)
+        return result
 
     def _final_step(self) -> int | None:
         """Training step of the saved model: DONE's ``step``, else the last logged step."""
