@@ -35,3 +35,11 @@ def test_quickstart_end_to_end(tmp_path):
     metrics = json.loads((run / "DONE").read_text())["metrics"]
     assert metrics["test_exact_match"] >= 0.95, metrics
     assert "prediction:" in proc.stdout  # samples after each validation
+
+
+def test_every_shipped_config_validates():
+    from t5lab.config import load_sweep
+
+    for name in ("quickstart", "variants_sweep", "text_lm", "classify"):  # (rl configs live here too)
+        path = quickstart_path().parent / f"{name}.yaml"
+        assert load_sweep(path), path
