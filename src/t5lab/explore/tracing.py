@@ -25,7 +25,7 @@ class TraceEvent:
     part: str  # "encoder" or "decoder"
     input_shape: tuple[int, ...]  # (B, T) of input_ids / inputs_embeds[..., 0]
     cache_length: int  # positions already in the self-attention KV cache (0 without a cache)
-    mask_shape: tuple[int, ...] | None
+    mask_shape: tuple[int, ...] | None  # None: no mask passed (transformers drops an all-ones mask)
 
 
 @dataclass
@@ -44,6 +44,7 @@ class Trace:
         return [e.cache_length for e in self.calls("decoder")]
 
     def summary(self) -> str:
+        """One line: number of encoder and decoder calls and the cache length of each decoder call."""
         enc, dec = self.calls("encoder"), self.calls("decoder")
         return (
             f"{len(enc)} encoder call(s), {len(dec)} decoder call(s); "
