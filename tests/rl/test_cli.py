@@ -121,6 +121,7 @@ def test_reward_from_a_file_path(config, tmp_path):
     [
         ("ppo.batch_size=abc", "ppo.batch_size"),
         ("ppo.kl_estimator=k2", "kl_estimator"),
+        ("ppo.top_p=2", "ppo.top_p"),
         ("ppo.mini_batch_size=3", "mini_batch_size"),
         ("ppo.lr=0.1", "unknown key ppo.lr"),
         ("stepz=3", "stepz"),

@@ -105,6 +105,13 @@ class PPOConfig:
                 raise ValueError(f"ppo.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.ppo_epochs < 1 or self.max_new_tokens < 1:
             raise ValueError("ppo.ppo_epochs and ppo.max_new_tokens must be >= 1")
+        if self.top_k is not None and self.top_k < 0:
+            raise ValueError(f"ppo.top_k must be >= 0 (0 or null: off), got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"ppo.top_p must be in (0, 1] (1 or null: off), got {self.top_p}")
+        for name in ("cliprange_value", "vf_coef", "ent_coef", "max_grad_norm", "init_kl_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ppo.{name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PPOConfig:
