@@ -371,7 +371,7 @@ def run_experiment(
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
     if cfg.data.test != 0:
         for row in trainer.test(module, datamodule=pieces.datamodule, verbose=False):
-            metrics.update({k: float(v) for k, v in row.items()})
+            metrics.update({k: float(v) for k, v in row.items() if k != "step"})
     if trainer.global_rank == 0:
         atomic_save_pretrained(pieces.model, pieces.tokenizer, run_dir / "model")
         summary = {"finished": _dt.datetime.now().isoformat(timespec="seconds"), "step": step, "metrics": metrics}
