@@ -198,12 +198,15 @@ class Run:
             self.model, self.tokenizer = load_model_dir(self.model_dir)
         return self.model
 
-    def measure_throughput(self, steps: int = 3, batch_size: int | None = None) -> float | None:
+    def measure_throughput(self, steps: int = 5, batch_size: int | None = None) -> float | None:
         """Training tokens/s measured now: forward + backward on training batches of the run.
 
         Tokens are loss tokens (examples for a classifier), as the ``tokens`` column of
-        ``metrics.csv`` counts them. No optimizer step is taken; gradients are cleared after.
+        ``metrics.csv`` counts them. The first batch warms up and is not timed; the result is the
+        median of the per-batch rates (robust to a busy machine). No optimizer step is taken;
+        gradients are cleared after.
         """
+        import statistics
         import time
 
         if self.config is None:
@@ -212,19 +215,20 @@ class Run:
         size = batch_size or self.config.train.batch_size
         batches = self.batches("train", size)[: steps + 1]
         model.train()
+        rates = []
         try:
-            elapsed, tokens = 0.0, 0
             for i, batch in enumerate(batches):
                 start = time.perf_counter()
                 model(**batch).loss.backward()
-                if i > 0:  # the first step warms up allocators and kernels
-                    elapsed += time.perf_counter() - start
-                    labels = batch["labels"]
-                    tokens += int((labels != -100).sum()) if labels.dtype == torch.long and labels.dim() == 2 else labels.shape[0]
+                elapsed = time.perf_counter() - start
+                labels = batch["labels"]
+                tokens = int((labels != -100).sum()) if labels.dtype == torch.long and labels.dim() == 2 else labels.shape[0]
+                if i > 0 and elapsed > 0:
+                    rates.append(tokens / elapsed)
         finally:
             model.zero_grad(set_to_none=True)
             model.eval()
-        return tokens / elapsed if elapsed > 0 else None
+        return statistics.median(rates) if rates else None
 
     def tokens_per_second(self, measure: bool = True) -> float | None:
         """Training throughput: a logged tokens/s column, else ``tokens`` / elapsed time when the run
