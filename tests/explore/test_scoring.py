@@ -94,3 +94,13 @@ def test_hidden_states_have_one_tensor_per_layer_and_the_padding_mask():
     hs = t5lab.hidden_states(gpt2, tokenizer, ["ab", "hello"])
     assert hs.encoder is None and len(hs.decoder) == gpt2.config.n_layer + 1
     assert hs.decoder_mask.sum(-1).tolist() == [3, 6]  # `text </s>`, left-padded
+
+
+def test_perplexity_accepts_wrapped_evaluation_batches_with_padding_rows():
+    model, tokenizer = tiny_t5(), byte_tokenizer()
+    plain = list(text_batches(model, tokenizer, TEXTS, batch_size=4))
+    # the harness's eval batches: {"index", "batch"}; index -1 marks rows added to even out ranks
+    wrapped = [{"index": torch.tensor([0, 1, 2, -1]), "batch": plain[0]}]
+    expected = t5lab.perplexity(model, tokenizer, TEXTS[:3])
+    result = t5lab.perplexity(model, tokenizer, wrapped)
+    assert result.tokens == expected.tokens and result.mean == pytest.approx(expected.mean, rel=1e-6)

@@ -103,6 +103,17 @@ def token_nll(
     return nll * mask, mask
 
 
+def _unwrap(batch: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A model batch from a t5lab evaluation batch ``{"index", "batch", ...}`` (rows with index -1 are padding)."""
+    inner = batch.get("batch") if isinstance(batch, Mapping) else None
+    if not isinstance(inner, Mapping):
+        return batch
+    index = batch.get("index")
+    if torch.is_tensor(index) and bool((index < 0).any()):
+        return {k: v[index >= 0] for k, v in inner.items()}
+    return inner
+
+
 @torch.no_grad()
 def perplexity(
     model: Any,
@@ -142,6 +153,7 @@ def perplexity(
     total, count, seq_ppl, values = 0.0, 0, [], []
     try:
         for batch in batches:
+            batch = _unwrap(batch)
             nll, mask = token_nll(model, batch)
             total += float(nll.double().sum())
             count += int(mask.sum())
