@@ -16,7 +16,6 @@ TINY_OVERRIDES = [
 
 def hand_made_run(root: Path, name: str, variant: str, val_losses: list[float], steps: list[int]) -> Path:
     """A run directory with a real config, a tiny untrained model and a hand-written metrics.csv."""
-    from t5lab.models.registry import BuildInfo, build_model  # noqa: F401  (only to fail loudly if absent)
     from t5lab.tasks import get_task
     from t5lab.tokenizers import build_tokenizer
 
