@@ -60,3 +60,40 @@ def test_compiled_model_matches_eager():
     compiled = torch.compile(model)
     with torch.no_grad():
         torch.testing.assert_close(compiled(**batch).logits, model(**batch).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_record_rows_have_no_ratio_and_format_as_dashes():
+    from t5lab.bench import format_row, markdown_table
+
+    rec = Comparison("copy_time", "quickstart+copy", "-", "s", 12.5, None, "record", higher_is_better=False)
+    assert rec.ratio is None and rec.raw_ratio is None
+    assert format_row(rec)[5:7] == ["-", "-"]
+    table = markdown_table([rec, Comparison("x", "a", "b", "tokens/s", 3.0, 2.0, ">= 1.0x")])
+    assert table.splitlines()[-1] == "| x | a | b | tokens/s | 3 | 2 | 1.50x | >= 1.0x |"
+
+
+def test_unknown_case_is_a_one_line_error(tmp_path):
+    from t5lab.bench import run_bench
+    from t5lab.cli import main
+    from t5lab.errors import T5LabError
+
+    with pytest.raises(T5LabError, match="unknown bench case"):
+        run_bench(["nope"], out=tmp_path / "b.json")
+    assert not (tmp_path / "b.json").exists()
+    assert main(["bench", "nope", "--out", str(tmp_path / "b.json")]) == 2
+
+
+@pytest.mark.slow
+def test_overhead_case_runs_the_harness_and_the_plain_loop(tmp_path):
+    import json
+
+    from t5lab.bench import run_bench
+
+    torch.set_num_threads(1)
+    out = tmp_path / "bench.json"
+    [row] = run_bench(["overhead"], repeats=1, out=out, overhead={"batch": 4, "steps": 3})
+    assert row.case == "overhead" and row.candidate_value > 0 and row.reference_value > 0
+    assert row.extra["bucketing"] is True and row.extra["fused_adamw"] is True
+    assert row.extra["padding_fraction_harness"] < row.extra["padding_fraction_plain"]
+    saved = json.loads(out.read_text())
+    assert saved["rows"][0]["ratio"] == pytest.approx(row.ratio)
