@@ -86,23 +86,47 @@ def test_sweep_runs_each_point_and_skips_finished_ones(tmp_path, capsys):
     assert len(list(out.glob("*/*/DONE"))) == 2  # nothing new
 
 
-def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path, capsys):
-    """An absurd lr blows the weights up; the run stops at the first non-finite loss."""
-    # epoch = 2 steps, so a good checkpoint exists before the loss explodes
-    # (fast path off: where this absurd lr first overflows depends on the exact update arithmetic)
-    raw = tiny(name="nan", data={"train": 16, "bucketing": False},
-               train={"max_steps": 400, "lr": 1e6, "gradient_clip_val": None, "fused_optimizer": False})
-    out = tmp_path / "runs"
-    code = main(["train", write(tmp_path, raw), "--out", str(out), "--no-progress"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert "non-finite training loss" in err and "--resume" in err and len(err.splitlines()) == 1
-    [run] = list(out.glob("nan/*"))
-    assert not (run / "DONE").exists()
+def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
+    """A NaN injected into the loss at step 3 stops the run; the epoch-end checkpoint (step 2) stays."""
     import torch
 
+    from t5lab.train.module import T5LabModule
+
+    original = T5LabModule._loss_terms
+
+    def poisoned(self, batch):
+        loss_sum, n, correct = original(self, batch)
+        if self.training and self.global_step >= 3:
+            loss_sum = loss_sum * float("nan")
+        return loss_sum, n, correct
+
+    monkeypatch.setattr(T5LabModule, "_loss_terms", poisoned)
+    raw = tiny(name="nan", data={"train": 16}, train={"max_steps": 40})  # epoch = 2 steps
+    out = tmp_path / "runs"
+    code = main(["train", write(tmp_path, raw), "--out", str(out), "--no-progress"])
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # (Lightning's INFO lines come before it)
+    assert code == 2
+    assert line.startswith("error: non-finite training loss (nan) at step 3") and "--resume" in line
+    [run] = list(out.glob("nan/*"))
+    assert not (run / "DONE").exists()
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2
     assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
+
+
+def test_absurd_learning_rate_never_writes_non_finite_weights(tmp_path, capsys):
+    """lr=1e6: either the loss turns non-finite (the run stops, exit 2) or the run ends; in both
+    cases every saved tensor is finite."""
+    import torch
+
+    raw = tiny(name="lr", data={"train": 16}, train={"max_steps": 60, "lr": 1e6, "gradient_clip_val": None})
+    code = main(["train", write(tmp_path, raw), "--out", str(tmp_path / "runs"), "--no-progress"])
+    assert code in (0, 2)
+    if code == 2:
+        assert "non-finite training loss" in capsys.readouterr().err
+    [ckpt] = list((tmp_path / "runs").glob("lr/*/checkpoints/last.ckpt"))
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert all(torch.isfinite(t).all() for t in state.values())
 
 
 def test_resume_refuses_finished_run(tmp_path, capsys):
