@@ -64,9 +64,12 @@ def test_import_example_and_train_from_cli(tmp_path, example):
     assert type(model).__name__ == "ScaledT5ForConditionalGeneration" and model.config.attention_scale == 0.5
 
 
-def test_without_import_the_variant_is_unknown(tmp_path):
+def test_unregistered_variant_points_to_import(tmp_path, capsys):
+    from t5lab.cli import main
+
     raw = tiny(model={"variant": "not_registered_anywhere"})
     config = tmp_path / "x.yaml"
     config.write_text(yaml.safe_dump(raw))
-    proc = subprocess.run([sys.executable, "-m", "t5lab.cli", "train", str(config)], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 2 and "model.variant" in proc.stderr and "--import" in proc.stderr
+    assert main(["train", str(config), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "model.variant" in err and "--import" in err and not (tmp_path / "runs").exists()
