@@ -219,8 +219,15 @@ def fast_path(shape: str = "small", batch: int = 8, src_len: int = 128, tgt_len:
                               torch.optim.AdamW(fast.parameters(), lr=1e-4, fused=True),
                               autocast_dtype=torch.bfloat16 if use_bf16 else None),
     }
+    # the MFU denominator is timed inside the same interleaved rounds, so that it sees the same load
+    # as the training steps (a one-off measurement on a shared machine can be off by 2x)
+    n = 1024
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    fns["matmul_fp32"] = lambda: a @ b
     tokens = batch * (src_len + tgt_len)
-    m = interleaved(fns, tokens, "tokens", repeats=repeats, warmup=2)
+    m = interleaved(fns, {"fp32_eager": tokens, "fast": tokens, "matmul_fp32": 2 * n**3}, "tokens",
+                    repeats=repeats, warmup=2)
+    peak32 = max(m["matmul_fp32"].work_per_call / t for t in m["matmul_fp32"].seconds)  # best round
     flops = t5_train_flops(cfg, batch, src_len, tgt_len)
     name = "+".join([("bf16" if use_bf16 else "fp32"), *(["compile"] if compile else []), "fused"])
     return [Comparison(
@@ -422,6 +429,8 @@ def copy_time(repeats: int = 1, threshold: float = 0.99, overrides: tuple[str, .
         trainer = make_trainer(cfg, Path(tmp), progress=False)
         trainer.callbacks.append(StopAtThreshold())
         trainer.fit(maybe_compile(module, cfg.train.compile, cfg.trainer.accelerator), datamodule=pieces.datamodule)
+        if "seconds" not in found:  # the final weights, as `t5lab train` validates them
+            trainer.validate(module, datamodule=pieces.datamodule, verbose=False)
         total = time.perf_counter() - found["start"]
     reached = "seconds" in found
     return [Comparison(
