@@ -34,6 +34,8 @@ _LAZY: dict[str, str] = {
     "T5DecoderOnlyWithValueHead": "t5lab.models.value_head",
     "register_model": "t5lab.models.registry",
     # harness
+    "load_config": "t5lab.config",
+    "train": "t5lab.train",
     "register_task": "t5lab.tasks",
     "get_task": "t5lab.tasks",
     "build_splits": "t5lab.tasks",
