@@ -35,7 +35,6 @@ _LAZY: dict[str, str] = {
     "register_model": "t5lab.models.registry",
     # harness
     "load_config": "t5lab.config",
-    "train": "t5lab.train",
     "register_task": "t5lab.tasks",
     "get_task": "t5lab.tasks",
     "build_splits": "t5lab.tasks",
