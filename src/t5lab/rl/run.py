@@ -417,9 +417,12 @@ def plot_reward_curve(run_dir: str | os.PathLike, path: str | os.PathLike | None
     kl = [float(r["kl"]) for r in rows]
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
-    ax.plot(step, mean, color="tab:blue", label="reward (mean)")
+    ax.plot(step, mean, color="tab:blue", alpha=0.5, linewidth=1, label="reward (batch mean)")
+    window = max(1, len(mean) // 12)  # moving average: the batch mean of a binary score is noisy
+    smooth = [sum(mean[max(0, i - window + 1) : i + 1]) / len(mean[max(0, i - window + 1) : i + 1]) for i in range(len(mean))]
+    ax.plot(step, smooth, color="navy", linewidth=2, label=f"reward ({window}-step average)")
     ax.fill_between(step, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                    color="tab:blue", alpha=0.2, label="reward (+- std)")
+                    color="tab:blue", alpha=0.12, label="reward (+- std)")
     ax.set_xlabel("PPO step")
     ax.set_ylabel("reward (classifier score)")
     ax2 = ax.twinx()
