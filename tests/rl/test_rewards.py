@@ -75,3 +75,17 @@ def test_classifier_reward_is_the_label_probability(classifier_dir):
         ClassifierReward(run, label="c")
     with pytest.raises(T5LabError, match="out of range"):
         ClassifierReward(run, label=2)
+
+
+def test_plot_reward_curve_writes_a_png(tmp_path):
+    from t5lab.rl.run import plot_reward_curve
+
+    run = tmp_path / "ppo_x" / "20260101-000000"
+    run.mkdir(parents=True)
+    rows = ["step,reward_mean,reward_std,kl"] + [f"{i},{i / 10},{0.1},{i / 5}" for i in range(1, 11)]
+    (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+    png = plot_reward_curve(tmp_path / "ppo_x", tmp_path / "img" / "curve.png")  # runs/<name> -> newest run
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in png.parent.iterdir()] == ["curve.png"]  # no temp file left behind
+    with pytest.raises(T5LabError, match="no metrics.csv"):
+        plot_reward_curve(tmp_path / "empty_dir_that_does_not_exist")
