@@ -220,3 +220,19 @@ def test_harness_datamodule_buckets_training_batches():
     (w_on, n_on), (w_off, n_off) = waste(on.datamodule), waste(off.datamodule)
     assert n_on == n_off == 16
     assert w_on < 0.5 * w_off
+
+
+def test_maybe_compile_compiles_the_hf_model_in_place_and_keeps_checkpoint_keys():
+    from t5lab.train.fast import maybe_compile
+
+    class Wrapper(torch.nn.Module):  # stands for T5LabModule: the HF model is `.model`
+        def __init__(self):
+            super().__init__()
+            self.model = T5ForConditionalGeneration(t5_config("tiny", num_layers=1))
+
+    w = Wrapper()
+    keys = list(w.state_dict())
+    assert maybe_compile(w, "auto", "cpu") is w and w.model._compiled_call_impl is None  # auto: not on CPU
+    assert maybe_compile(w, True, "cpu") is w
+    assert w.model._compiled_call_impl is not None  # compiled lazily, on the first call
+    assert list(w.state_dict()) == keys  # no `_orig_mod.` prefixes: checkpoints and save_pretrained unchanged

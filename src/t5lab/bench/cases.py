@@ -221,7 +221,7 @@ def fast_path(shape: str = "small", batch: int = 8, src_len: int = 128, tgt_len:
     }
     # the MFU denominator is timed inside the same interleaved rounds, so that it sees the same load
     # as the training steps (a one-off measurement on a shared machine can be off by 2x)
-    n = 1024
+    n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
     fns["matmul_fp32"] = lambda: a @ b
     tokens = batch * (src_len + tgt_len)

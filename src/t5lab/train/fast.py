@@ -122,14 +122,19 @@ def resolve_bucketing(setting: Auto, lengths: Sequence[int | tuple[int, ...]]) -
 
 
 def maybe_compile(module: torch.nn.Module, setting: Auto, accelerator: str = "cpu") -> torch.nn.Module:
-    """``torch.compile(module)`` when the setting (resolved) asks for it, else ``module`` itself.
+    """Compile the transformers model of a LightningModule in place, when the setting asks for it.
 
-    Lightning accepts a compiled ``LightningModule`` in ``Trainer.fit`` and unwraps it (only
-    ``forward`` is compiled; state-dict keys and checkpoints stay those of the plain module).
+    ``nn.Module.compile()`` compiles the model's ``__call__`` in place, so state-dict keys,
+    checkpoints and ``save_pretrained`` are those of the plain model, and ``generate`` still works
+    (it calls the compiled model). ``torch.compile`` of the whole LightningModule is not used:
+    dynamo (torch 2.13) fails on its dict-batch ``forward`` with an internal error.
+
+    Returns:
+        ``module`` itself (compiled in place or not).
     """
-    if not resolve_compile(setting, accelerator):
-        return module
-    return torch.compile(module)
+    if resolve_compile(setting, accelerator):
+        getattr(module, "model", module).compile()
+    return module
 
 
 # ------------------------------------------------------------------------------------------------
