@@ -281,6 +281,7 @@ def make_trainer(cfg: ExperimentConfig, run_dir: Path, progress: bool = True) ->
         val_kwargs = {"val_check_interval": t.val_check_interval, "check_val_every_n_epoch": t.check_val_every_n_epoch}
     if not has_val:
         val_kwargs = {"limit_val_batches": 0}
+    _quiet_lightning()
     return pl.Trainer(
         default_root_dir=str(run_dir),
         accelerator=hw.accelerator,
@@ -303,6 +304,19 @@ def make_trainer(cfg: ExperimentConfig, run_dir: Path, progress: bool = True) ->
         use_distributed_sampler=False,  # EpochSampler shards by rank itself (seeded, resumable)
         **val_kwargs,
     )
+
+
+def _quiet_lightning() -> None:
+    """Keep the console to t5lab's own lines: drop Lightning's start-up banners ("GPU available",
+    cloud-logging tips) and a deprecation warning Lightning 2.6 raises from its own code on torch
+    2.13. ``T5LAB_VERBOSE=1`` keeps them."""
+    if os.environ.get("T5LAB_VERBOSE"):
+        return
+    import logging
+    import warnings
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 # ------------------------------------------------------------------------------------------------
