@@ -130,7 +130,9 @@ def test_save_and_resume_equal_an_uninterrupted_run(value_t5, tmp_path):
     assert resumed.step_count == 2
     assert resumed.kl_ctl.value == pytest.approx(trainer.kl_ctl.value, rel=0.2)  # same controller path
     again = run(resumed, range(2, 4))
-    assert again == pytest.approx(uninterrupted)
+    assert len(again) == len(uninterrupted)
+    for got, want in zip(again, uninterrupted):  # pytest >= 9.2 refuses approx() on nested data
+        assert got == pytest.approx(want)
     for (name, pa), pb in zip(trainer.policy.named_parameters(), resumed.policy.parameters()):
         torch.testing.assert_close(pa, pb, msg=name)
 
