@@ -1,4 +1,5 @@
-"""The comparisons of ``t5lab bench``: each builds its candidates and reference side by side.
+"""The comparisons of ``t5lab bench``: each builds its candidates and reference side by side
+(lm_training, enct5, fast_path, generation, overhead; copy_time is a record).
 
 Shapes: "small" is the t5-small shape (d_model 512, 6+6 layers, 8 heads, d_ff 2048, vocab 32128);
 "tiny" is d_model 128, 2+2 layers, vocab 384. Data are random token ids from a seeded generator,
