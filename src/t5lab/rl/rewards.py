@@ -17,11 +17,8 @@ With ``options``, the named object is a factory: ``obj(**options)`` must return 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from typing import Any
 import torch
 
 from t5lab.errors import T5LabError
+from t5lab.plugins import import_module_or_file
 
 RewardFn = Callable[..., Sequence[float] | torch.Tensor]
 
@@ -143,20 +141,7 @@ def _import_object(spec: str) -> Any:
         raise T5LabError(
             f"reward {spec!r}: give a built-in ({', '.join(BUILTINS)}), 'my_module:fn' or 'path/to/file.py:fn'"
         )
-    if module_part.endswith(".py"):
-        path = Path(module_part)
-        if not path.is_file():
-            raise T5LabError(f"reward {spec!r}: no such file {path}")
-        mod_name = f"t5lab_reward_{path.stem}"
-        mod_spec = importlib.util.spec_from_file_location(mod_name, path)
-        module = importlib.util.module_from_spec(mod_spec)
-        sys.modules[mod_name] = module
-        mod_spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(module_part)
-        except ModuleNotFoundError as err:
-            raise T5LabError(f"reward {spec!r}: cannot import {module_part!r} ({err})") from err
+    module = import_module_or_file(module_part, what=f"reward {spec!r}:")
     if not hasattr(module, name):
         raise T5LabError(f"reward {spec!r}: {module_part} has no attribute {name!r}")
     return getattr(module, name)
