@@ -48,7 +48,16 @@ def atomic_save_pretrained(model: Any, tokenizer: Any, path: str | os.PathLike) 
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         if model is not None:
-            model.save_pretrained(str(tmp), safe_serialization=True)
+            from transformers.utils import logging as hf_logging
+
+            # transformers draws a "Writing model shards" bar even for one small shard
+            was_enabled = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+            try:
+                model.save_pretrained(str(tmp), safe_serialization=True)
+            finally:
+                if was_enabled:
+                    hf_logging.enable_progress_bar()
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         old = None
