@@ -125,3 +125,10 @@ def test_config_is_frozen():
     cfg = load_config()
     with pytest.raises(Exception):  # noqa: B017 - pydantic's ValidationError for frozen instances
         cfg.train.lr = 1.0
+
+
+def test_cross_section_error_names_its_key_once():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["model.variant=enct5", "data.task=copy"])
+    message = str(err.value)
+    assert message.startswith("config key model.variant=enct5:") and "(top level)" not in message

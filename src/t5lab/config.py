@@ -489,7 +489,9 @@ def _one_line(err: ValidationError) -> str:
         return f"config key {loc}: {msg}; got {e.get('input')!r}"
     if e["type"] == "extra_forbidden":
         return f"unknown config key {loc!r}"
-    if e["type"] == "value_error" and msg.split(" ", 1)[0].count(".") >= 1 and ":" in msg.split(" ", 1)[0]:
+    if e["type"] == "value_error" and (
+        msg.startswith("config key ") or (msg.split(" ", 1)[0].count(".") >= 1 and ":" in msg.split(" ", 1)[0])
+    ):
         return msg  # the validator already named the key
     got = e.get("input")
     tail = f" (got {got!r})" if e["type"] not in ("value_error", "assertion_error") and not isinstance(got, dict) else ""
