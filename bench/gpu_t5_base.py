@@ -25,17 +25,15 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from t5lab.bench.cases import t5_train_flops
+from t5lab.fileio import atomic_write_text
 
 NANOT5_A100_S_PER_STEP = 0.56  # nanoT5 README: batch 256 x 512, bf16 + compile, one A100 40GB
 
@@ -170,12 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(json.dumps({k: v for k, v in result.items() if k != "s_per_step_all"}, indent=1))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(tmp, out)
+        atomic_write_text(args.out, json.dumps(result, indent=1))
     return result
 
 

@@ -538,6 +538,6 @@ def load_sweep(
 
 def save_config(cfg: ExperimentConfig, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically (temp file + ``os.replace``)."""
-    from t5lab.train.io import atomic_write_text
+    from t5lab.fileio import atomic_write_text
 
     atomic_write_text(path, cfg.to_yaml())

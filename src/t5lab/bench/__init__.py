@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
-from pathlib import Path
 
 from t5lab.bench.core import Comparison, Measurement, interleaved
+from t5lab.fileio import atomic_write_text
 
 __all__ = ["Comparison", "Measurement", "interleaved", "run_bench", "format_table", "markdown_table"]
 
@@ -49,12 +48,7 @@ def run_bench(cases: list[str] | None = None, shape: str | None = None, repeats:
                         "threads": torch.get_num_threads()},
             "rows": [r.as_dict() for r in rows],
         }
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, out)
+        atomic_write_text(out, json.dumps(payload, indent=2))
     return rows
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from t5lab.errors import T5LabError
+from t5lab.fileio import atomic_savefig as _atomic_savefig
 
 X_AXES = ("step", "samples", "tokens", "epoch")
 
@@ -25,19 +25,8 @@ def pyplot() -> Any:
 
 
 def atomic_savefig(fig: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
-    """Save a figure to a temp file next to ``path`` and rename it, so no half-written PNG remains."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix or ".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=kwargs.pop("dpi", 110), **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Save a figure atomically (no half-written PNG remains), at the explorer's default dpi."""
+    return _atomic_savefig(fig, path, dpi=kwargs.pop("dpi", 110), **kwargs)
 
 
 def _load(run_or_dir: Any) -> Any:

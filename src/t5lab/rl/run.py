@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from t5lab.errors import ConfigError, T5LabError
+from t5lab.fileio import atomic_savefig
 from t5lab.rl.ppo import PPOConfig
 
 DONE = "DONE"
@@ -393,7 +394,6 @@ def plot_reward_curve(run_dir: str | os.PathLike, path: str | os.PathLike | None
         The PNG path (written atomically).
     """
     import csv
-    import tempfile
 
     import matplotlib
 
@@ -435,14 +435,8 @@ def plot_reward_curve(run_dir: str | os.PathLike, path: str | os.PathLike | None
     fig.tight_layout()
 
     path = Path(path) if path is not None else run_dir / "reward.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        atomic_savefig(fig, path)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
