@@ -8,10 +8,8 @@ Everything else (explorer, pipelines, RL) is imported lazily on first use to kee
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from t5lab import models  # noqa: F401  (registers the variants with the Auto classes)
+from t5lab._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -56,15 +54,4 @@ _LAZY: dict[str, str] = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 't5lab' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports("t5lab", _LAZY, globals())

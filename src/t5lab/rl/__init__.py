@@ -14,8 +14,7 @@ Public names are imported lazily (``t5lab ppo --help`` must not import torch):
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from t5lab._lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
     "SampleOutput": "t5lab.rl.sampler",
@@ -42,15 +41,4 @@ _LAZY: dict[str, str] = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 't5lab.rl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports("t5lab.rl", _LAZY, globals())

@@ -8,8 +8,7 @@ t5lab.train`` (and ``t5lab --help``) do not load Lightning.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from t5lab._lazy import lazy_exports
 
 _LAZY = {
     "train": "t5lab.train.run",
@@ -22,9 +21,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 't5lab.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports("t5lab.train", _LAZY, globals())
