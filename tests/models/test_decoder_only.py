@@ -557,3 +557,78 @@ def test_init_matches_transformers_t5():
             expected = getattr(ref, name).weight.std().item()
             got = getattr(ours, name).weight.std().item()
             assert abs(got - expected) < 0.3 * expected, (cls.__name__, name, got, expected)
+
+
+# --------------------------------------------------------------------------------------------
+# logits_to_keep with labels: the LM head only where the loss is taken
+# --------------------------------------------------------------------------------------------
+
+
+def _prefix_lm_batch(batch: int = 2, src: int = 5, tgt: int = 4):
+    input_ids = tokens(batch, src + tgt)
+    prefix_mask = torch.zeros_like(input_ids)
+    prefix_mask[:, :src] = 1
+    labels = input_ids.masked_fill(prefix_mask.bool(), -100)  # targets only, as formulation.py builds them
+    labels[1, -1] = -100  # a padded target position
+    return input_ids, prefix_mask, labels
+
+
+def _loss_and_grads(model, logits_to_keep, **batch):
+    model.zero_grad(set_to_none=True)
+    out = model(**batch, logits_to_keep=logits_to_keep)
+    out.loss.backward()
+    return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize(
+    "keep",
+    [
+        5,  # tgt_len + 1: the last prefix position predicts the first target
+        7,  # more than needed
+        torch.arange(4, 9),  # the same positions as a 1D tensor
+        torch.tensor([-5, -4, -3, -2, -1]),  # negative positions, as hidden[:, index] reads them
+        torch.arange(3, 8).expand(2, -1),  # 2D per-row positions (the last position predicts nothing)
+        torch.arange(9).expand(2, -1) >= 4,  # 2D bool mask: logits flattened to (N, V)
+    ],
+)
+def test_logits_to_keep_with_labels_equals_the_full_loss_and_gradients(keep):
+    """Reference: the same model with every logit computed; dropped positions only predict -100."""
+    model = make_model(seed=3).train()
+    input_ids, prefix_mask, labels = _prefix_lm_batch()
+    batch = dict(input_ids=input_ids, prefix_mask=prefix_mask, labels=labels)
+    full, full_grads = _loss_and_grads(model, 0, **batch)
+    kept, kept_grads = _loss_and_grads(model, keep, **batch)
+    torch.testing.assert_close(kept.loss, full.loss, rtol=1e-6, atol=1e-6)
+    assert full_grads.keys() == kept_grads.keys()
+    for name in full_grads:
+        torch.testing.assert_close(kept_grads[name], full_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+    # the kept logits are the full logits at those positions
+    if isinstance(keep, int):
+        torch.testing.assert_close(kept.logits, full.logits[:, -keep:])
+    elif keep.dtype == torch.bool:
+        torch.testing.assert_close(kept.logits, full.logits[keep])
+    elif keep.dim() == 1:
+        torch.testing.assert_close(kept.logits, full.logits[:, keep])
+    else:
+        torch.testing.assert_close(kept.logits, torch.take_along_dim(full.logits, keep[..., None], dim=1))
+
+
+def test_logits_to_keep_gives_the_last_n_logits_for_the_bench_shape():
+    """The interface the training step uses: ``model(..., labels=labels, logits_to_keep=n)``."""
+    model = make_model(seed=3)
+    input_ids, prefix_mask, labels = _prefix_lm_batch(src=5, tgt=4)
+    out = model(input_ids, prefix_mask=prefix_mask, labels=labels, logits_to_keep=4 + 1)
+    assert out.logits.shape == (2, 5, TINY["vocab_size"])
+    assert out.loss.ndim == 0
+
+
+def test_logits_to_keep_refuses_a_label_on_a_dropped_position():
+    model = make_model()
+    input_ids, prefix_mask, labels = _prefix_lm_batch(src=5, tgt=4)
+    # keeping 4 drops position 4, the last prefix token, which predicts the first target labels[:, 5]
+    with pytest.raises(ValueError, match=r"labels\[0, 5\] = \d+ is predicted by position 4, which logits_to_keep drops"):
+        model(input_ids, prefix_mask=prefix_mask, labels=labels, logits_to_keep=4)
+    with pytest.raises(ValueError, match="which logits_to_keep drops"):
+        model(input_ids, prefix_mask=prefix_mask, labels=labels, logits_to_keep=torch.tensor([5, 6, 7]))
+    with pytest.raises(ValueError, match="logits_to_keep must be >= 0"):
+        model(input_ids, labels=labels, logits_to_keep=-1)

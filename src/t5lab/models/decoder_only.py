@@ -318,16 +318,25 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
             past_key_values: A transformers ``Cache`` (DynamicCache) from an earlier call.
             use_cache: Return the cache (default ``config.use_cache``).
             inputs_embeds: Embeddings instead of ``input_ids``.
-            logits_to_keep: Compute logits for the last this-many positions only (0 = all), as in
-                transformers' causal LMs.
+            logits_to_keep: Compute logits only where they are needed, as transformers' causal LMs
+                do: an int ``n`` keeps the last ``n`` positions (0 = all), a 1D LongTensor keeps
+                those positions, a 2D LongTensor ``(B, n)`` those positions per row, a 2D bool
+                ``(B, T)`` mask its True positions (logits flattened to ``(N, vocab)``). With
+                ``labels`` the loss is taken over the kept positions: ``logits[:, i]`` still predicts
+                the label after the position it was computed at, and every position dropped must
+                predict -100 (for a prefix LM keep ``target_length + 1``: the last prefix position
+                predicts the first target token). That skips the LM head where no loss is taken,
+                ``2 * d_model * vocab`` FLOPs per dropped token.
             **kwargs: Passed to ``T5Stack`` (``output_attentions``, ``output_hidden_states``, ...).
 
         Returns:
-            ``CausalLMOutputWithPast`` with ``logits`` ``(B, T, vocab)``, ``loss`` when ``labels``
-            are given, and ``past_key_values`` when caching.
+            ``CausalLMOutputWithPast`` with ``logits`` ``(B, T, vocab)`` (``(B, n, vocab)`` with
+            ``logits_to_keep``), ``loss`` when ``labels`` are given, and ``past_key_values`` when
+            caching.
 
         Raises:
-            ValueError: On inputs of the wrong shape or a prefix that does not come first.
+            ValueError: On inputs of the wrong shape, a prefix that does not come first, or a label
+                that only a position dropped by ``logits_to_keep`` would predict.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("T5DecoderOnlyForCausalLM: pass exactly one of input_ids or inputs_embeds")
@@ -381,9 +390,19 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
 
         loss = None
         if labels is not None:
-            # transformers' ForCausalLMLoss: shifts, ignores -100, token-weighted mean
+            # transformers' ForCausalLMLoss: shifts, ignores -100, token-weighted mean; with
+            # logits_to_keep we shift here and hand it the labels of the kept positions
+            shift_labels = (
+                None
+                if isinstance(logits_to_keep, int) and logits_to_keep == 0
+                else self._kept_shift_labels(labels, logits_to_keep)
+            )
             loss = self.loss_function(
-                logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
+                logits=logits,
+                labels=labels,
+                vocab_size=self.config.vocab_size,
+                shift_labels=shift_labels,
+                **kwargs,
             )
 
         return CausalLMOutputWithPast(
@@ -393,6 +412,40 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+    @staticmethod
+    def _kept_shift_labels(labels: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
+        """The labels the kept logits predict: ``labels[:, t + 1]`` for each kept position ``t``.
+
+        Raises ``ValueError`` when a dropped position would predict a real label (not -100): its
+        loss term would silently vanish.
+        """
+        length = labels.shape[1]
+        shifted = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T): what logits[:, t] predicts
+        if isinstance(logits_to_keep, int):
+            if logits_to_keep < 0:
+                raise ValueError(f"logits_to_keep must be >= 0 (0 = all positions), got {logits_to_keep}")
+            keep = torch.zeros(length, dtype=torch.bool, device=labels.device)
+            keep[max(length - logits_to_keep, 0) :] = True
+            kept = shifted[:, keep]  # (B, n)
+            keep = keep.expand_as(shifted)
+        elif logits_to_keep.dim() == 2 and logits_to_keep.dtype == torch.bool:
+            keep = logits_to_keep.to(labels.device)  # (B, T)
+            kept = shifted[keep]  # (N,), the order of hidden[mask]
+        else:
+            index = logits_to_keep.to(labels.device) % length  # negative positions count from the end
+            if index.dim() == 1:
+                index = index.expand(shifted.shape[0], -1)  # (B, n)
+            kept = torch.take_along_dim(shifted, index, dim=1)  # (B, n)
+            keep = torch.zeros_like(shifted, dtype=torch.bool).scatter_(1, index, True)
+        dropped = (shifted != -100) & ~keep
+        if dropped.any():
+            row, pos = (int(i) for i in dropped.nonzero()[0])
+            raise ValueError(
+                f"labels[{row}, {pos + 1}] = {int(labels[row, pos + 1])} is predicted by position {pos}, which "
+                "logits_to_keep drops: keep that position's logits or set the label to -100"
+            )
+        return kept
 
     @staticmethod
     def _check_prefix_mask(
