@@ -92,15 +92,15 @@ def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path,
 
     from t5lab.train.module import T5LabModule
 
-    original = T5LabModule._loss_terms
+    original = T5LabModule._train_loss
 
     def poisoned(self, batch):
-        loss_sum, n, correct = original(self, batch)
+        loss, n = original(self, batch)
         if self.training and self.global_step >= 3:
-            loss_sum = loss_sum * float("nan")
-        return loss_sum, n, correct
+            loss = loss * float("nan")
+        return loss, n
 
-    monkeypatch.setattr(T5LabModule, "_loss_terms", poisoned)
+    monkeypatch.setattr(T5LabModule, "_train_loss", poisoned)
     raw = tiny(name="nan", data={"train": 16}, train={"max_steps": 40})  # epoch = 2 steps
     out = tmp_path / "runs"
     code = main(["train", write(tmp_path, raw), "--out", str(out), "--no-progress"])

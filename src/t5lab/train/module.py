@@ -8,6 +8,7 @@ exp (not a mean of batch means); ``val_token_acc`` is teacher-forced argmax accu
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,36 @@ import torch
 
 from t5lab.config import ExperimentConfig
 from t5lab.errors import T5LabError
-from t5lab.formulation import IGNORE, classification_loss, token_loss
+from t5lab.formulation import IGNORE, classification_loss, lm_logits_labels, token_loss
 
 
 class NonFiniteLossError(T5LabError):
     """The training loss became NaN or infinite."""
 
 
+KEEP_KEY = "_t5lab_logits_to_keep"  # training-batch entry set by on_before_batch_transfer (an int)
+
+
+def logits_to_keep(labels: torch.Tensor) -> int:
+    """How many final positions of a decoder-only batch need logits for the loss (0: all of them).
+
+    ``logits[:, t]`` predicts ``labels[:, t + 1]`` (labels are not shifted, HF convention), so the
+    first position needed is one before the first labelled column of the batch; a prefix LM's
+    prefix (``-100`` labels) needs none. Returned in transformers' ``logits_to_keep`` sense (int n:
+    the last n positions).
+
+    Args:
+        labels: ``(B, T)`` labels, ``-100`` where no loss is taken.
+
+    Returns:
+        ``T - first``, where ``first`` is the earliest position whose logits predict a label; 0 (keep
+        everything) when that is position 0 or nothing is labelled.
+    """
+    labelled = (labels[:, 1:] != IGNORE).any(dim=0)  # (T-1,): column t+1 has a label somewhere
+    if not bool(labelled.any()):
+        return 0
+    first = int(labelled.nonzero()[0])  # logits[:, first] predict the first labelled column
+    return 0 if first == 0 else labels.shape[1] - first
 
 
 class T5LabModule(pl.LightningModule):
@@ -54,21 +78,86 @@ class T5LabModule(pl.LightningModule):
         self.problem_type = problem_type
         self.tokenizer = tokenizer
         self.run_dir = run_dir
-        self.samples_seen = 0  # training examples consumed, all ranks
+        self.samples_seen = 0  # training examples consumed, all ranks (kept as a tensor: see training_step)
         self.tokens_seen = 0  # training loss tokens consumed, all ranks
+        self._bad_t = torch.zeros(())  # non-finite losses not yet read on the host (CUDA only)
+        self._keeps_logits: bool | None = None  # whether the model takes logits_to_keep (found on first use)
         self._acc: dict[str, torch.Tensor] = {}
         self._samples: list[tuple[str, str, str]] = []
 
     # -- forward / loss --------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> Any:
+        if "segment_ids" in batch:  # a packed training batch: per-segment masks (t5lab.train.packing)
+            from t5lab.train.packing import packed_forward
+
+            return packed_forward(self.model, batch)
         return self.model(**batch)
 
     def _loss_terms(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(summed loss, number of loss tokens or examples, number correct) for one batch."""
+        """(summed loss, number of loss tokens or examples, number correct) for one evaluation batch."""
         logits = self(batch).logits
         if self.kind == "classification":
             return classification_loss(logits, batch["labels"], self.problem_type)
         return token_loss(self.kind, logits, batch["labels"])
+
+    def _train_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token-weighted mean loss, number of loss tokens or examples) of one training batch.
+
+        The loss is computed once, with no accuracy (training does not use it):
+
+        - seq2seq and packed batches: the model needs ``labels`` to build its decoder input (shifted
+          per segment when packed), so it computes the loss; the module takes ``output.loss``, the
+          token-weighted mean over the batch (the same value as ``token_loss``, tests/train/test_module.py).
+        - prefix / causal LM: the labels stay out of the model; its LM head runs only from the first
+          position that predicts a labelled token (``logits_to_keep``, :func:`logits_to_keep`: a
+          prefix LM takes no loss on its prefix) and the loss is cross-entropy on those logits.
+        - classification: logits without labels, then :func:`t5lab.formulation.classification_loss`.
+        """
+        batch = dict(batch)
+        keep = batch.pop(KEEP_KEY, None)
+        if self.kind == "seq2seq" or "segment_ids" in batch:
+            labels = batch["labels"]
+            out = self(batch)
+            shift = 0 if self.kind == "seq2seq" else 1  # a decoder's logits[:, t] predict labels[:, t + 1]
+            return out.loss, (labels[:, shift:] != IGNORE).sum()
+        labels = batch.pop("labels")
+        if self.kind == "classification":
+            loss_sum, n, _ = classification_loss(self(batch).logits, labels, self.problem_type)
+            return loss_sum / n.clamp(min=1), n
+        if keep is None:
+            keep = self._logits_to_keep(labels)
+        if keep:
+            batch["logits_to_keep"] = keep
+        logits = self(batch).logits  # (B, T', V), T' = keep or T: the last T' positions
+        labels = labels[:, labels.shape[1] - logits.shape[1] :]  # (B, T'): the positions of those logits
+        logits, labels = lm_logits_labels(self.kind, logits, labels)  # logits[:, t] predicts labels[:, t + 1]
+        loss_sum = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        )
+        n = (labels != IGNORE).sum()
+        return loss_sum / n.clamp(min=1), n
+
+    def _logits_to_keep(self, labels: torch.Tensor) -> int:
+        """``logits_to_keep`` for a prefix / causal LM batch, or 0 (all) where the model has no such argument."""
+        if self._keeps_logits is None:
+            params = inspect.signature(self.model.forward).parameters
+            self._keeps_logits = self.kind in ("prefix_lm", "causal_lm") and "logits_to_keep" in params
+        return logits_to_keep(labels) if self._keeps_logits else 0
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Decide logits_to_keep while the labels are still on the host: on a GPU, reading it from the
+        # device copy inside training_step would be a host sync every step.
+        trainer = self._trainer
+        if (
+            trainer is not None
+            and trainer.training
+            and self.kind in ("prefix_lm", "causal_lm")
+            and isinstance(batch, dict)
+            and "labels" in batch
+            and "segment_ids" not in batch
+        ):
+            batch = {**batch, KEEP_KEY: self._logits_to_keep(batch["labels"])}
+        return batch
 
     def on_train_epoch_start(self) -> None:
         # Lightning calls set_epoch on `dataloader.sampler` and `batch_sampler.sampler` only; a batch
@@ -92,30 +181,81 @@ class T5LabModule(pl.LightningModule):
             loop._batches_that_stepped = self.global_step
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss_sum, n, _ = self._loss_terms(batch)
-        loss = loss_sum / n.clamp(min=1)  # token-weighted mean over this batch
-        bad = (~torch.isfinite(loss)).float()
-        counts = torch.stack([torch.tensor(float(batch["input_ids"].shape[0]), device=loss.device), n.float()])
-        if self.trainer.world_size > 1:  # every rank must stop together, and counters are global
-            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
-            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        loss, n = self._train_loss(batch)
+        rows = int(batch["input_ids"].shape[0])
+        samples = batch["segment_ids"].amax(dim=1).sum() if "segment_ids" in batch else rows  # packed: segments
+        bad = (~torch.isfinite(loss.detach())).float()
+        if self.trainer.world_size > 1:
+            # one collective for the three: every rank must stop together, and the counters are global
+            both = torch.stack([bad, torch.as_tensor(samples, device=loss.device).float(), n.float()])
+            bad, samples, n = self.trainer.strategy.reduce(both, reduce_op="sum").unbind()
+        self._samples_t = self._samples_t + samples  # tensors: no host sync to count
+        self._tokens_t = self._tokens_t + n
+        if self._check_now():
+            self._raise_if_non_finite(bad, loss)
+        else:  # CUDA: remember it, read at the next logging step or checkpoint (see _check_now)
+            self._bad_t = self._bad_t + bad
+        if self.trainer._logger_connector.should_update_logs:
+            # only the steps Lightning writes (log_every_n_steps): a self.log call costs ~0.1-1 ms of
+            # Python per value on CPU, and the counters need a host read
+            self._raise_if_non_finite(self._bad_t)
+            # `step` names the metrics.csv row: optimizer steps done once this batch is applied (Lightning's
+            # own logging step restarts one off after a resume from an epoch-end checkpoint)
+            self.log("step", float(self.global_step + 1), on_step=True, on_epoch=False)
+            self.log("train_loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=rows)
+            self.log("samples", float(self.samples_seen), on_step=True, on_epoch=False, reduce_fx="max")
+            self.log("tokens", float(self.tokens_seen), on_step=True, on_epoch=False, reduce_fx="max")
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def _check_now(self) -> bool:
+        """Whether to read the non-finite flag on the host at every step.
+
+        On CPU (and MPS) a host read costs nothing: there is no queue of device work to drain. On
+        CUDA it would stall the queue every step, so there the flag is read at logging steps and
+        before every checkpoint (``on_train_epoch_end``): a non-finite loss stops the run within
+        ``log_every_n_steps`` steps and never reaches a checkpoint.
+        """
+        return self.device.type != "cuda"
+
+    def _raise_if_non_finite(self, bad: torch.Tensor, loss: torch.Tensor | None = None) -> None:
+        """Raise NonFiniteLossError when ``bad`` (a count of non-finite losses) is positive."""
         if bad.item() > 0:
             run = self.run_dir or "the run directory"
+            when = (
+                "stopped before updating the weights"
+                if self._check_now()
+                else f"detected within {self.trainer.log_every_n_steps} steps on CUDA, where the loss is checked every "
+                "log_every_n_steps steps (the current weights may be non-finite)"
+            )
+            value = f" ({loss.item()})" if loss is not None else ""
             raise NonFiniteLossError(
-                f"non-finite training loss ({loss.item()}) at step {self.global_step} (epoch {self.current_epoch}); "
-                f"stopped before updating the weights. Lower train.lr or set train.gradient_clip_val; the last good "
+                f"non-finite training loss{value} at step {self.global_step} (epoch {self.current_epoch}); "
+                f"{when}. Lower train.lr or set train.gradient_clip_val; the last good "
                 f"checkpoint is {run}/checkpoints/last.ckpt (continue with: t5lab train --resume {run})"
             )
-        self.samples_seen += int(counts[0].item())
-        self.tokens_seen += int(counts[1].item())
-        # `step` names the metrics.csv row: optimizer steps done once this batch is applied (Lightning's
-        # own logging step restarts one off after a resume from an epoch-end checkpoint)
-        self.log("step", float(self.global_step + 1), on_step=True, on_epoch=False)
-        self.log("train_loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=int(counts[0]))
-        self.log("samples", float(self.samples_seen), on_step=True, on_epoch=False, reduce_fx="max")
-        self.log("tokens", float(self.tokens_seen), on_step=True, on_epoch=False, reduce_fx="max")
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
-        return loss
+
+    def on_train_epoch_end(self) -> None:
+        # runs before ModelCheckpoint's epoch-end save: a non-finite loss never reaches a checkpoint
+        self._raise_if_non_finite(self._bad_t)
+
+    @property
+    def samples_seen(self) -> int:
+        """Training examples consumed so far, all ranks (a host read of the running count)."""
+        return int(self._samples_t)
+
+    @samples_seen.setter
+    def samples_seen(self, value: int) -> None:
+        self._samples_t = torch.tensor(int(value), dtype=torch.long)
+
+    @property
+    def tokens_seen(self) -> int:
+        """Training loss tokens (or classification examples) consumed so far, all ranks."""
+        return int(self._tokens_t)
+
+    @tokens_seen.setter
+    def tokens_seen(self, value: int) -> None:
+        self._tokens_t = torch.tensor(int(value), dtype=torch.long)
 
     # -- evaluation ------------------------------------------------------------------------------
     def _eval_step(self, batch: dict[str, Any], prefix: str) -> None:

@@ -317,6 +317,9 @@ def _quiet_lightning() -> None:
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # T5LabModule.on_before_batch_transfer (logits_to_keep read on the host) with a datamodule that has
+    # no such hook: Lightning warns that the module's is used, which is the intent
+    warnings.filterwarnings("ignore", message=r".*overridden `on_before_batch_transfer` in `LightningModule`.*")
 
 
 # ------------------------------------------------------------------------------------------------
