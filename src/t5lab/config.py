@@ -120,6 +120,19 @@ class DataConfig(_Section):
     mean_noise_span_length: float = 3.0
     # fast path (t5lab.train.fast): batch training examples of similar length (auto: when lengths vary)
     bucketing: bool | Literal["auto"] = "auto"
+    # sequence packing (t5lab.train.packing, docs/packing.md): the examples of a training batch laid
+    # out in fewer rows, one segment each, with per-segment masks (auto: see resolve_packing)
+    packing: bool | Literal["auto"] = "auto"
+    # tokens per packed row (each side for seq2seq); None: the batch's longest example. A fixed
+    # length gives static batch shapes (rows padded to a multiple of 8), e.g. for torch.compile
+    pack_length: int | None = None
+
+    @field_validator("pack_length")
+    @classmethod
+    def _pack_length(cls, v: int | None) -> int | None:
+        if v is not None and v < 2:
+            raise ValueError(f"must be >= 2 tokens (or null: the longest example of each batch), got {v}")
+        return v
 
     @field_validator("max_length")
     @classmethod
@@ -277,7 +290,8 @@ class ExperimentConfig(_Section):
     def _combinations(self) -> ExperimentConfig:
         from t5lab.formulation import formulation_kind
 
-        formulation_kind(self)  # raises ConfigError for impossible variant / task / objective combinations
+        kind, _ = formulation_kind(self)  # raises ConfigError for impossible variant / task / objective combinations
+        _check_packing(self.data, kind)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -286,6 +300,32 @@ class ExperimentConfig(_Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _check_packing(data: DataConfig, kind: str) -> None:
+    """``data.packing`` / ``data.pack_length`` against the formulation kind (one-line ConfigErrors)."""
+    if kind == "classification":
+        if data.packing is True:
+            raise ConfigError(
+                "config key data.packing=true: classification variants (enct5) read one sequence per row, "
+                "so packing does not apply; set data.packing=auto or false"
+            )
+        if data.pack_length is not None:
+            raise ConfigError("config key data.pack_length: packing does not apply to classification; remove it")
+        return
+    if data.pack_length is None:
+        return
+    if data.packing is False:
+        raise ConfigError("config key data.pack_length is set but data.packing=false; remove pack_length or pack")
+    # the longest example the formulation can build (each side for seq2seq; input + target otherwise),
+    # so that no example ever fails to fit a row
+    longest = data.max_length if kind == "seq2seq" else 2 * data.max_length
+    if data.pack_length < longest:
+        raise ConfigError(
+            f"config key data.pack_length={data.pack_length}: {kind} examples can be {longest} tokens long "
+            f"(data.max_length={data.max_length}{'' if kind == 'seq2seq' else ', input + target'}); "
+            f"use pack_length >= {longest}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -306,6 +306,62 @@ class Formulation:
             batch["prefix_mask"] = _pad([[1] * e.prefix_len for e in examples], 0, width=ids.shape[1])
         return batch
 
+    def collate_packed(self, examples: list[Example], pack_length: int | None = None) -> dict[str, torch.Tensor]:
+        """The same examples as :meth:`collate`, packed into fewer rows (``t5lab.train.packing``).
+
+        Rows are filled first-fit-decreasing; each example is one contiguous segment (ids
+        ``1, 2, ...`` per row, 0 = padding). ``pack_length=None`` packs into rows as long as the
+        batch's longest example (per side for seq2seq), so packing never needs more tokens than
+        :meth:`collate`; a fixed ``pack_length`` gives every batch that row length and pads the
+        row count up to a multiple of 8 (``packing.row_count``), for static shapes.
+
+        Args:
+            examples: The batch.
+            pack_length: Tokens per row (each side for seq2seq), or None.
+
+        Returns:
+            seq2seq: ``input_ids``, ``segment_ids`` ``(R, Ls)``, ``labels``, ``decoder_segment_ids``
+            ``(R, Lt)``; decoder-only: ``input_ids``, ``labels``, ``segment_ids`` ``(R, L)`` and
+            ``prefix_mask`` for a prefix LM.
+
+        Raises:
+            ValueError: A classification formulation, or an example longer than ``pack_length``.
+        """
+        from t5lab.train.packing import first_fit_decreasing, row_count
+
+        if self.kind == "classification":
+            raise ValueError("classification batches cannot be packed: one sequence per row is the model's input")
+        if pack_length is not None and pack_length < 1:
+            raise ValueError(f"pack_length must be >= 1, got {pack_length}")
+        seq2seq = self.kind == "seq2seq"
+        sides = [[e.input_ids for e in examples]] + ([[e.labels for e in examples]] if seq2seq else [])
+        capacity = [pack_length or max(len(s) for s in side) for side in sides]
+        lengths = [tuple(len(side[i]) for side in sides) for i in range(len(examples))]
+        rows = first_fit_decreasing(lengths, capacity)
+        n_rows = row_count(len(rows), len(examples), pack_length is not None)
+        rows += [[] for _ in range(n_rows - len(rows))]  # all-padding rows (fixed shapes only)
+
+        def lay_out(side: int, values: list[list[Any]], pad: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            tokens, segments = [], []
+            for row in rows:
+                t = [x for i in row for x in values[i]]
+                s = [k + 1 for k, i in enumerate(row) for _ in values[i]]
+                fill = capacity[side] - len(t)
+                tokens.append(t + [pad] * fill)
+                segments.append(s + [0] * fill)
+            return torch.tensor(tokens), torch.tensor(segments)  # (R, L) each
+
+        ids, segment_ids = lay_out(0, [e.input_ids for e in examples], self.pad_id)
+        batch = {"input_ids": ids, "segment_ids": segment_ids}
+        if seq2seq:
+            batch["labels"], batch["decoder_segment_ids"] = lay_out(1, [e.labels for e in examples], IGNORE)
+            return batch
+        batch["labels"] = lay_out(0, [e.labels for e in examples], IGNORE)[0]
+        if self.kind == "prefix_lm":
+            prefix = [[1] * e.prefix_len + [0] * (len(e.input_ids) - e.prefix_len) for e in examples]
+            batch["prefix_mask"] = lay_out(0, prefix, 0)[0]
+        return batch
+
     def collate_prompts(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         """Generation prompts: right-padded for seq2seq (encoder input), left-padded for decoders."""
         prompts = [e.prompt for e in examples]

@@ -303,6 +303,7 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         inputs_embeds: torch.Tensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        segment_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Run the stack and the LM head.
@@ -311,7 +312,8 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
             input_ids: ``(B, T)`` token ids (or give ``inputs_embeds`` ``(B, T, d_model)``).
             attention_mask: ``(B, past + T)``, 1 on real tokens, 0 on padding.
             prefix_mask: ``(B, past + T)``, 1 on the bidirectional prefix (the input part), 0 elsewhere;
-                None is a causal LM. The prefix of a row must precede its other real tokens.
+                None is a causal LM. The prefix of a row must precede its other real tokens
+                (with ``segment_ids``: the prefix of each segment precedes its other tokens).
             labels: ``(B, T)``, *not* shifted: ``logits[:, t]`` predicts ``labels[:, t + 1]``;
                 -100 is ignored (put it on the prefix to train on targets only). The loss is the
                 mean over all non-ignored tokens of the batch.
@@ -327,6 +329,11 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
                 predict -100 (for a prefix LM keep ``target_length + 1``: the last prefix position
                 predicts the first target token). That skips the LM head where no loss is taken,
                 ``2 * d_model * vocab`` FLOPs per dropped token.
+            segment_ids: ``(B, T)`` packed batch (``t5lab.train.packing``): the examples of a row
+                numbered ``1, 2, ...``, 0 on padding. Each segment attends only to itself (causal,
+                plus its own bidirectional prefix when ``prefix_mask`` is given); replaces
+                ``attention_mask`` and cannot be used with a cache. Relative positions need no
+                change: T5's bias (and the prefix's forward table) depend on the distance only.
             **kwargs: Passed to ``T5Stack`` (``output_attentions``, ``output_hidden_states``, ...).
 
         Returns:
@@ -364,7 +371,9 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
             )
 
         mask = attention_mask
-        if prefix_mask is not None:
+        if segment_ids is not None:
+            mask = self._packed_mask(segment_ids, prefix_mask, attention_mask, inputs_embeds, past)
+        elif prefix_mask is not None:
             self._check_prefix_mask(prefix_mask, attention_mask, batch, past + length)
             # Only a query inside the prefix looks ahead; if none of this call's queries is in the
             # prefix (e.g. every decoding step) the mask is the causal one and we keep HF's fast path.
@@ -446,6 +455,35 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
                 "logits_to_keep drops: keep that position's logits or set the label to -100"
             )
         return kept
+
+    def _packed_mask(
+        self,
+        segment_ids: torch.Tensor,
+        prefix_mask: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        inputs_embeds: torch.Tensor,
+        past: int,
+    ) -> torch.Tensor:
+        """Additive ``(B, 1, T, T)`` mask of a packed batch: block-diagonal by segment, causal inside a
+        segment, bidirectional on each segment's prefix (Krell et al. 2021, arXiv:2107.02027)."""
+        batch, length = inputs_embeds.shape[:2]
+        if self.decoder.config._attn_implementation not in ("eager", "sdpa"):
+            raise ValueError("segment_ids need attn_implementation eager or sdpa (a dense 4D mask)")
+        if past or attention_mask is not None:
+            raise ValueError("segment_ids replace attention_mask and cannot be combined with a cache (past tokens)")
+        if segment_ids.shape != (batch, length):
+            raise ValueError(f"segment_ids has shape {tuple(segment_ids.shape)} but must be ({batch}, {length})")
+        segment_ids = segment_ids.to(inputs_embeds.device)
+        if prefix_mask is not None:
+            if prefix_mask.shape != (batch, length) or not ((prefix_mask == 0) | (prefix_mask == 1)).all():
+                raise ValueError(f"prefix_mask must be 0/1 of shape ({batch}, {length}) like segment_ids")
+            prefix = prefix_mask.to(segment_ids.device).bool()
+            # a prefix position right after a non-prefix one of the same segment: the prefix is not first
+            late = prefix[:, 1:] & ~prefix[:, :-1] & (segment_ids[:, 1:] == segment_ids[:, :-1])
+            if late.any():
+                raise ValueError("prefix_mask marks a prefix position after a target token of the same segment")
+        allowed = masks.segment_mask(segment_ids, segment_ids, causal=True, prefix_mask=prefix_mask)  # (B, T, T)
+        return masks.to_additive(allowed, inputs_embeds.dtype)[:, None]  # (B, 1, T, T)
 
     @staticmethod
     def _check_prefix_mask(

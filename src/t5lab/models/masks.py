@@ -102,6 +102,60 @@ def to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
 
 
 # ---------------------------------------------------------------------------------------------
+# Packed sequences: several examples (segments) laid out in one row
+# ---------------------------------------------------------------------------------------------
+
+
+def segment_mask(
+    query_segments: torch.Tensor,
+    key_segments: torch.Tensor,
+    causal: bool = False,
+    prefix_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Block-diagonal mask of a packed batch: a query sees only keys of its own segment.
+
+    Segment ids number the examples of a row ``1, 2, ...``; 0 marks padding. This is packing
+    "without cross-contamination" (Krell et al. 2021, arXiv:2107.02027): every segment attends
+    exactly as it would alone in its own row. Padding queries (id 0) may attend to every key of
+    their row: their outputs are never read (labels -100, and no real query attends to them), and
+    a row with at least one allowed key never turns into NaN, whatever the back-end does with a
+    fully masked row.
+
+    Args:
+        query_segments: Long tensor ``(B, Tq)``.
+        key_segments: Long tensor ``(B, Tk)``.
+        causal: Within a segment, ``k <= q`` only (self-attention, ``Tq == Tk``).
+        prefix_mask: ``(B, T)``, 1 on prefix positions (prefix LM, with ``causal``): positions of
+            the prefix of one segment also see each other in both directions.
+
+    Returns:
+        Bool tensor ``(B, Tq, Tk)``, True where the query may attend to the key.
+    """
+    same = query_segments[:, :, None] == key_segments[:, None, :]  # (B, Tq, Tk)
+    same = same & (key_segments != 0)[:, None, :]
+    if causal:
+        order = causal_mask(query_segments.shape[1], device=query_segments.device)[None]  # (1, T, T)
+        if prefix_mask is not None:
+            prefix = prefix_mask.bool()
+            order = order | (prefix[:, :, None] & prefix[:, None, :])  # (B, T, T)
+        same = same & order
+    return same | (query_segments == 0)[:, :, None]
+
+
+def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Position of each token inside its segment (0 at every segment start); shape ``(B, T)``.
+
+    Absolute position embeddings (the pseudo encoder, GPT-2) must restart in each packed segment
+    so that a segment is embedded as it would be alone. A run of padding counts as one segment.
+    """
+    index = torch.arange(segment_ids.shape[1], device=segment_ids.device).expand_as(segment_ids)  # (B, T)
+    starts = torch.ones_like(segment_ids, dtype=torch.bool)
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    start_index = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values  # (B, T)
+    return index - start_index
+
+
+# ---------------------------------------------------------------------------------------------
 # Mask functions in transformers' (batch_idx, head_idx, q_idx, kv_idx) form
 # ---------------------------------------------------------------------------------------------
 

@@ -251,6 +251,7 @@ class T5PseudoEncoder(T5PseudoDecPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
         **kwargs: Any,
     ) -> BaseModelOutput:
         """Embed (and position) the input and normalise it.
@@ -260,6 +261,9 @@ class T5PseudoEncoder(T5PseudoDecPreTrainedModel):
             attention_mask: accepted for the encoder interface; the pseudo encoder mixes no tokens, so
                 padding only matters to the decoder's cross-attention.
             inputs_embeds: token embeddings instead of ``input_ids``.
+            position_ids: ``(B, S)`` positions for the position table; default ``0 .. S-1`` in every
+                row. Packed batches restart them in each segment (``t5lab.train.packing``). Ignored
+                when ``position_blind``.
             **kwargs: generation's encoder kwargs (``output_attentions``, ``return_dict``...), ignored.
 
         Returns:
@@ -270,7 +274,9 @@ class T5PseudoEncoder(T5PseudoDecPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, S, D)
         hidden_states = inputs_embeds
-        if self.embed_positions is not None:
+        if self.embed_positions is not None and position_ids is not None:
+            hidden_states = hidden_states + self.embed_positions(position_ids)  # (B, S, D)
+        elif self.embed_positions is not None:
             length = hidden_states.shape[1]
             if length > self.config.max_position_embeddings:
                 raise ValueError(
@@ -415,6 +421,7 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
         use_cache: bool | None = None,
         causal_LM: bool | None = None,  # the original model's name
         reduce_loss: str | None = None,
+        position_ids: torch.LongTensor | None = None,
         **kwargs: Any,
     ) -> Seq2SeqLMOutput:
         """Run the pseudo encoder and the decoder; compute a token-weighted loss when labels are given.
@@ -435,6 +442,8 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
                 every position where ``labels != -100``. Never stored on the model.
             reduce_loss: None/"mean" (token-weighted mean), "sum" or "none" (``(B, T)`` per-token
                 losses); label positions equal to ``-100`` or ``pad_token_id`` never contribute.
+            position_ids: ``(B, S)`` pseudo-encoder positions (non-causal mode; default ``0 .. S-1``),
+                e.g. restarting per segment in a packed batch.
             **kwargs: passed to the decoder ``T5Stack`` (``output_attentions``, ...).
 
         Returns:
@@ -450,6 +459,8 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
 
         if causal:
+            if position_ids is not None:
+                raise ValueError("position_ids apply to the non-causal (seq2seq) mode; causal_LM=True aligns positions itself")
             cross_mask, encoder_outputs, decoder_input_ids, decoder_attention_mask = self._causal_inputs(
                 input_ids,
                 attention_mask,
@@ -463,7 +474,9 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
             if encoder_outputs is None:
                 if input_ids is None:
                     raise ValueError("pass input_ids (or encoder_outputs) to the pseudo-decoder model")
-                encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+                encoder_outputs = self.encoder(
+                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+                )
             elif not isinstance(encoder_outputs, BaseModelOutput):
                 encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs[0])
             cross_mask = attention_mask  # 2D padding mask: T5Stack builds the bidirectional mask

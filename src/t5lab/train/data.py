@@ -68,13 +68,23 @@ class ExampleDataset(Dataset):
 
 
 class TrainCollator:
-    """Picklable collate function for training batches (needed by worker processes and spawn)."""
+    """Picklable collate function for training batches (needed by worker processes and spawn).
 
-    def __init__(self, formulation: Formulation):
+    With ``packing`` the batch's examples are packed into fewer rows
+    (:meth:`Formulation.collate_packed`); the layout is a pure function of the batch, so exact
+    resume and DDP sharding are unaffected.
+    """
+
+    def __init__(self, formulation: Formulation, packing: bool = False, pack_length: int | None = None):
         self.formulation = formulation
+        self.packing = packing
+        self.pack_length = pack_length
 
     def __call__(self, items: list[tuple[int, Example]]) -> dict[str, torch.Tensor]:
-        return self.formulation.collate([e for _, e in items])
+        examples = [e for _, e in items]
+        if self.packing:
+            return self.formulation.collate_packed(examples, self.pack_length)
+        return self.formulation.collate(examples)
 
 
 class EvalCollator:
@@ -109,6 +119,9 @@ class T5LabDataModule(pl.LightningDataModule):
         seed: Seeds the training order (a new permutation per epoch).
         num_workers: DataLoader workers.
         bucketing: Batch training examples of similar length (:class:`t5lab.train.fast.BucketBatchSampler`).
+        packing: Pack each training batch into fewer rows (``t5lab.train.packing``; bucketing, if
+            on, chooses the batch first). Evaluation batches are never packed.
+        pack_length: Tokens per packed row (None: the batch's longest example).
     """
 
     def __init__(
@@ -120,6 +133,8 @@ class T5LabDataModule(pl.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         bucketing: bool = False,
+        packing: bool = False,
+        pack_length: int | None = None,
     ) -> None:
         super().__init__()
         self.formulation = formulation
@@ -130,6 +145,8 @@ class T5LabDataModule(pl.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.bucketing = bucketing  # training batches of similar length (t5lab.train.fast)
+        self.packing = packing
+        self.pack_length = pack_length
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -143,19 +160,22 @@ class T5LabDataModule(pl.LightningDataModule):
             from t5lab.train.fast import BucketBatchSampler, example_length
 
             batches = BucketBatchSampler([example_length(e) for e in examples], self.batch_size, self.seed, rank, world)
-            return DataLoader(ExampleDataset(examples), batch_sampler=batches, collate_fn=TrainCollator(self.formulation),
+            return DataLoader(ExampleDataset(examples), batch_sampler=batches, collate_fn=self._train_collator(),
                               num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed),
                               persistent_workers=self.num_workers > 0)
         return DataLoader(
             ExampleDataset(examples),
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,
-            collate_fn=TrainCollator(self.formulation) if train else EvalCollator(self.formulation),
+            collate_fn=self._train_collator() if train else EvalCollator(self.formulation),
             num_workers=self.num_workers,
             # a seeded generator: creating iterators must not draw from the global RNG
             generator=torch.Generator().manual_seed(self.seed),
             persistent_workers=self.num_workers > 0,
         )
+
+    def _train_collator(self) -> TrainCollator:
+        return TrainCollator(self.formulation, self.packing, self.pack_length)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

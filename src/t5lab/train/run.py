@@ -123,6 +123,15 @@ def _bucketing(cfg: ExperimentConfig, examples: list[Any]) -> bool:
     return resolve_bucketing(cfg.data.bucketing, [example_length(e) for e in examples])
 
 
+def _packing(cfg: ExperimentConfig, kind: str) -> bool:
+    """data.packing resolved (auto: t5lab.train.packing.resolve_packing)."""
+    from t5lab.train.fast import resolve_compile
+    from t5lab.train.packing import resolve_packing
+
+    compile_on = resolve_compile(cfg.train.compile, cfg.trainer.accelerator)
+    return resolve_packing(cfg.data.packing, kind, compile_on, cfg.data.pack_length)
+
+
 @dataclass
 class Pieces:
     """Everything a run needs, built (and checked) before the run directory exists."""
@@ -163,6 +172,8 @@ def build_pieces(cfg: ExperimentConfig, tokenizer: Any = None) -> Pieces:
         eval_batch_size=cfg.train.eval_batch_size,
         seed=cfg.train.seed,
         num_workers=cfg.train.num_workers,
+        packing=_packing(cfg, formulation.kind),
+        pack_length=cfg.data.pack_length,
     )
     dm.bucketing = _bucketing(cfg, dm.examples["train"])
     info = BuildInfo(
