@@ -97,3 +97,29 @@ def test_overhead_case_runs_the_harness_and_the_plain_loop(tmp_path):
     assert row.extra["padding_fraction_harness"] < row.extra["padding_fraction_plain"]
     saved = json.loads(out.read_text())
     assert saved["rows"][0]["ratio"] == pytest.approx(row.ratio)
+
+
+def test_logits_to_keep_saves_exactly_the_lm_head_on_the_dropped_positions():
+    """Closed form: the decoder_only rows differ only by the LM head (2 d V FLOPs per token, x3 with
+    backward) on the src_len - 1 positions whose logits predict no target."""
+    from t5lab.bench.cases import build_lm, count_flops
+
+    cfg = t5_config("tiny")
+    b, src, tgt = 2, 12, 6
+    model = build_lm("decoder_only", "tiny").train()
+    batch = lm_batch("decoder_only", cfg.vocab_size, b, src, tgt)
+    full = count_flops(lambda: model(**batch).loss.backward())
+    kept = count_flops(lambda: model(**batch, logits_to_keep=tgt + 1).loss.backward())
+    assert full - kept == 3 * 2 * b * (src - 1) * cfg.d_model * cfg.vocab_size
+
+
+def test_lm_training_case_reports_both_decoder_only_rows():
+    from t5lab.bench.cases import lm_training
+
+    rows = lm_training("tiny", batch=2, src_len=8, tgt_len=4, repeats=1)
+    by_name = {r.candidate: r for r in rows}
+    assert set(by_name) == {"pseudo_dec", "decoder_only", "decoder_only+logits_to_keep"}
+    assert all(r.candidate_value > 0 and r.reference_value > 0 for r in rows)
+    full, kept = by_name["decoder_only"].extra, by_name["decoder_only+logits_to_keep"].extra
+    assert kept["train_flops"] < full["train_flops"] and kept["flop_ratio"] > full["flop_ratio"]
+    assert full["reference_train_flops"] == kept["reference_train_flops"]

@@ -86,19 +86,51 @@ def train_step_fn(model, batch, optimizer, autocast_dtype=None, device_type="cpu
 # 1. training tokens/s of each LM variant vs transformers' T5
 
 
+def count_flops(fn: Callable[[], object]) -> float:
+    """Matmul FLOPs of one call of ``fn`` (forward and backward), counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+LOGITS_TO_KEEP = "+logits_to_keep"
+
+
 def lm_training(shape: str = "small", batch: int = 8, src_len: int = 64, tgt_len: int = 64,
-                repeats: int = 3, variants=("pseudo_dec", "decoder_only")) -> list[Comparison]:
+                repeats: int = 3,
+                variants=("pseudo_dec", "decoder_only", "decoder_only" + LOGITS_TO_KEEP)) -> list[Comparison]:
+    """Training tokens/s of each LM variant vs transformers' T5, same sizes and tokens.
+
+    ``decoder_only`` is the same call a researcher makes (``model(**batch)``: logits at all
+    ``src_len + tgt_len`` positions). ``decoder_only+logits_to_keep`` is the same model and batch
+    with ``logits_to_keep=tgt_len + 1``: the LM head runs only at the positions that predict a
+    target token (the last input position and the targets), which is what the harness's training
+    step passes. Each row's ``extra`` holds both models' matmul FLOPs per step (counted once with
+    FlopCounterMode, not timed) and ``flop_ratio`` = reference / candidate FLOPs, the speed-up
+    that equal FLOP/s would give: the variants are different architectures at the same sizes.
+    """
     cfg = t5_config(shape)
-    fns, work = {}, {}
+    fns, work, flops = {}, {}, {}
     for variant in ("hf_t5", *variants):
-        model = build_lm(variant, shape).train()
+        base = variant.removesuffix(LOGITS_TO_KEEP)
+        model = build_lm(base, shape).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        fns[variant] = train_step_fn(model, lm_batch(variant, cfg.vocab_size, batch, src_len, tgt_len), opt)
+        data = lm_batch(base, cfg.vocab_size, batch, src_len, tgt_len)
+        if variant.endswith(LOGITS_TO_KEEP):
+            if base != "decoder_only":
+                raise ValueError(f"{variant}: logits_to_keep is a decoder_only candidate")
+            data["logits_to_keep"] = tgt_len + 1  # positions src_len - 1 ... end predict the targets
+        fns[variant] = train_step_fn(model, data, opt)
+        flops[variant] = count_flops(fns[variant])  # also an extra warm-up step
         work[variant] = batch * (src_len + tgt_len)
     m = interleaved(fns, work, "tokens", repeats=repeats, warmup=1)
     return [
         Comparison("lm_training", v, "hf_t5", "train tokens/s", m[v].rate, m["hf_t5"].rate, ">= 1.0x",
-                   extra={"shape": shape, "batch": batch, "src_len": src_len, "tgt_len": tgt_len})
+                   extra={"shape": shape, "batch": batch, "src_len": src_len, "tgt_len": tgt_len,
+                          "train_flops": flops[v], "reference_train_flops": flops["hf_t5"],
+                          "flop_ratio": flops["hf_t5"] / flops[v]})
         for v in variants
     ]
 
