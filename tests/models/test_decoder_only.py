@@ -632,3 +632,52 @@ def test_logits_to_keep_refuses_a_label_on_a_dropped_position():
         model(input_ids, prefix_mask=prefix_mask, labels=labels, logits_to_keep=torch.tensor([5, 6, 7]))
     with pytest.raises(ValueError, match="logits_to_keep must be >= 0"):
         model(input_ids, labels=labels, logits_to_keep=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# packed rows (segment_ids, t5lab.train.packing)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("prefix_lengths", [None, (3, 2)])
+def test_segments_equal_each_sequence_alone(attn, prefix_lengths):
+    """A row holding two sequences (and padding) gives each the logits it gets alone."""
+    model = make_model(attn=attn)
+    a, b = tokens(1, 6, seed=3), tokens(1, 4, seed=4)
+    row = torch.cat([a, b, torch.zeros(1, 2, dtype=torch.long)], dim=1)  # (1, 12)
+    segments = torch.tensor([[1] * 6 + [2] * 4 + [0] * 2])
+    prefix = alone_a = alone_b = None
+    if prefix_lengths is not None:
+        pa, pb = prefix_lengths
+        prefix = torch.tensor([[1] * pa + [0] * (6 - pa) + [1] * pb + [0] * (4 - pb) + [0, 0]])
+        alone_a, alone_b = prefix[:, :6], prefix[:, 6:10]
+    with torch.no_grad():
+        packed = model(row, segment_ids=segments, prefix_mask=prefix, use_cache=False).logits
+        want_a = model(a, prefix_mask=alone_a, use_cache=False).logits
+        want_b = model(b, prefix_mask=alone_b, use_cache=False).logits
+    torch.testing.assert_close(packed[:, :6], want_a, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed[:, 6:10], want_b, rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(packed).all()
+
+
+def test_one_segment_per_row_is_the_unpacked_model():
+    model = make_model()
+    ids = tokens(2, 7)
+    prefix = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0]])
+    with torch.no_grad():
+        got = model(ids, segment_ids=torch.ones_like(ids), prefix_mask=prefix, use_cache=False).logits
+        want = model(ids, prefix_mask=prefix, use_cache=False).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_segment_ids_bad_inputs():
+    model = make_model()
+    ids = tokens(1, 6)
+    seg = torch.tensor([[1, 1, 1, 2, 2, 2]])
+    with pytest.raises(ValueError, match="after a target token of the same segment"):
+        model(ids, segment_ids=seg, prefix_mask=torch.tensor([[1, 0, 1, 1, 0, 0]]), use_cache=False)
+    with pytest.raises(ValueError, match="segment_ids has shape"):
+        model(ids, segment_ids=seg[:, :4], use_cache=False)
+    with pytest.raises(ValueError, match="replace attention_mask"):
+        model(ids, segment_ids=seg, attention_mask=torch.ones_like(ids), use_cache=False)

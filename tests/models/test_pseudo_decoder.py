@@ -540,3 +540,39 @@ def test_error_cases_are_clear(tmp_path):
         T5PseudoDecForConditionalGeneration.from_t5(
             T5ForConditionalGeneration(T5Config(**TINY_T5)), positon_blind=True
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# position_ids (packed rows, t5lab.train.packing)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_position_ids_default_and_restart_per_segment():
+    model = make_model()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    encoder = model.get_encoder()
+    with torch.no_grad():
+        default = encoder(input_ids=ids).last_hidden_state
+        explicit = encoder(input_ids=ids, position_ids=torch.arange(6)[None]).last_hidden_state
+        packed = encoder(input_ids=ids, position_ids=torch.tensor([[0, 1, 2, 0, 1, 2]])).last_hidden_state
+        second_alone = encoder(input_ids=ids[:, 3:]).last_hidden_state
+    torch.testing.assert_close(explicit, default)
+    torch.testing.assert_close(packed[:, 3:], second_alone)  # the second segment embeds as if alone
+    assert not torch.allclose(default[:, 3:], second_alone)  # (without the restart it would not)
+
+
+def test_position_ids_reach_the_encoder_from_forward_and_blind_ignores_them():
+    ids, labels = torch.tensor([[5, 6, 7, 1]]), torch.tensor([[7, 6, 5, 1]])
+    model = make_model()
+    with torch.no_grad():
+        shifted = model(input_ids=ids, labels=labels, position_ids=torch.tensor([[3, 4, 5, 6]]), causal_LM=False)
+        plain = model(input_ids=ids, labels=labels, causal_LM=False)
+    assert not torch.allclose(shifted.logits, plain.logits)
+    blind = make_model(position_blind=True)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            blind(input_ids=ids, labels=labels, position_ids=torch.tensor([[3, 4, 5, 6]]), causal_LM=False).logits,
+            blind(input_ids=ids, labels=labels, causal_LM=False).logits,
+        )
+    with pytest.raises(ValueError, match="non-causal"):
+        model(input_ids=ids, labels=ids, position_ids=torch.arange(4)[None], causal_LM=True)
