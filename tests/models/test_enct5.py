@@ -561,3 +561,74 @@ def test_copy_of_config_is_independent():
     model = make_model(MULTI, 3)
     clone = EncT5ForSequenceClassification(copy.deepcopy(model.config))
     assert clone.decoder_embeddings.weight.shape == model.decoder_embeddings.weight.shape
+
+
+# ---------------------------------------------------------------------------------------------
+# Absorbed cross-attention (key/value projections moved to the query side)
+# ---------------------------------------------------------------------------------------------
+
+
+def _set_absorb(model: EncT5ForSequenceClassification, absorb: bool | None) -> None:
+    for block in model.decoder.block:
+        block.layer[1].EncDecAttention.absorb_kv = absorb
+
+
+def _count_key_projections(model: EncT5ForSequenceClassification) -> list[int]:
+    calls = [0]
+    for block in model.decoder.block:
+        block.layer[1].EncDecAttention.k.register_forward_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_absorbed_form_is_what_the_tests_against_transformers_exercise():
+    """The HF-parity tests above run the default model: check that it takes the absorbed form there
+    (it never calls the key projection on the encoder states) and at the bench's t5-small shape."""
+    model = make_model(MULTI, 3, num_decoder_layers=2)
+    calls = _count_key_projections(model)
+    ids, mask = batch()
+    model(ids, attention_mask=mask)
+    assert calls[0] == 0
+    _set_absorb(model, False)
+    model(ids, attention_mask=mask)
+    assert calls[0] == 2  # the standard form projects the states once per decoder layer
+    small = EncT5Config(**{**TINY_T5, "d_model": 512, "d_kv": 64, "num_heads": 8, "num_decoder_layers": 1})
+    attention = EncT5ForSequenceClassification(small).decoder.block[0].layer[1].EncDecAttention
+    assert attention.uses_absorbed_form(1, 128)  # EncT5's one prompt over 128 tokens
+    assert not attention.uses_absorbed_form(128, 128)  # as many queries as keys: the standard form
+
+
+@pytest.mark.parametrize("problem_type,num_labels", [(SINGLE, 3), (MULTI, 4)])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_absorbed_cross_attention_equals_the_standard_form(problem_type, num_labels, attn):
+    """Reference: transformers' T5Attention (absorb_kv=False) on the same weights; logits, loss and
+    every gradient agree to fp32 rounding, padding included (bool mask for sdpa, additive for eager)."""
+    model = make_model(problem_type, num_labels, num_decoder_layers=2).train()
+    model.set_attn_implementation(attn)
+    ids, mask = batch(4, 9)
+    labels = torch.tensor([0, 1, 2, 1]) if problem_type == SINGLE else torch.rand(4, num_labels)
+    results = {}
+    for absorb in (False, True):
+        _set_absorb(model, absorb)
+        model.zero_grad(set_to_none=True)
+        out = model(ids, attention_mask=mask, labels=labels)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[absorb] = (out.logits.detach(), out.loss.detach(), grads)
+    (ref_logits, ref_loss, ref_grads), (logits, loss, grads) = results[False], results[True]
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == ref_grads.keys() and any("EncDecAttention.k" in n for n in grads)
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_absorbed_cross_attention_weights_equal_the_standard_ones():
+    model = make_model(MULTI, 3)
+    model.set_attn_implementation("eager")
+    ids, mask = batch()
+    absorbed = model(ids, attention_mask=mask, output_attentions=True).cross_attentions
+    _set_absorb(model, False)
+    standard = model(ids, attention_mask=mask, output_attentions=True).cross_attentions
+    for ours, ref in zip(absorbed, standard, strict=True):
+        torch.testing.assert_close(ours, ref)
+    assert absorbed[0][2, :, :, 7 - 4 :].abs().max() == 0  # padding gets exactly zero weight

@@ -42,7 +42,7 @@ from transformers import (
 )
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
-from transformers.models.t5.modeling_t5 import T5PreTrainedModel, T5Stack
+from transformers.models.t5.modeling_t5 import T5Attention, T5PreTrainedModel, T5Stack
 from transformers.utils import DUMMY_INPUTS, DUMMY_MASK
 from transformers.utils.output_capturing import capture_outputs
 
@@ -173,6 +173,93 @@ class EncT5SequenceClassifierOutput(SequenceClassifierOutput):
     cross_attentions: tuple[torch.Tensor, ...] | None = None
 
 
+class EncT5CrossAttention(T5Attention):
+    """T5 cross-attention for a few queries: the key and value projections move to the query side.
+
+    A standard cross-attention projects all ``T`` encoder states to keys and values,
+    ``2 * T * d_model * inner`` multiply-adds per example, although EncT5 has only ``P`` (usually
+    1) queries. Attention is linear in the keys and values, so per head ``h``
+
+    - ``q_h . (W_k,h x_t) = (W_k,h^T q_h) . x_t``: the query is mapped into the model space once
+      and dotted with the encoder states themselves;
+    - ``sum_t a_t W_v,h x_t = W_v,h (sum_t a_t x_t)``: the encoder states are averaged first and
+      projected once per query.
+
+    That costs ``~2 * P * heads * d_model * (T + d_kv)`` instead, 1/60 of the projections at
+    t5-small shape with ``P = 1`` and ``T = 128`` (the "absorbed" attention of DeepSeek-V2, Liu
+    et al. 2024, arXiv:2405.04434, sec. 2.1.2, applied to T5's unscaled, bias-free
+    cross-attention). The parameters (``q``, ``k``, ``v``, ``o``) and the result are those of
+    :class:`~transformers.models.t5.modeling_t5.T5Attention` up to float rounding
+    (``tests/models/test_enct5.py`` compares both paths and transformers' decoder).
+
+    Attributes:
+        absorb_kv: ``None`` (default) uses the absorbed form where it needs fewer FLOPs, ``True``
+            / ``False`` force it on / off (tests, benchmarks).
+    """
+
+    absorb_kv: bool | None = None
+
+    def uses_absorbed_form(self, num_queries: int, key_length: int) -> bool:
+        """Whether :meth:`forward` takes the absorbed form for these sizes (FLOP count, above)."""
+        if self.absorb_kv is not None:
+            return self.absorb_kv
+        d, dk = self.d_model, self.key_value_proj_dim
+        absorbed = num_queries * d * (key_length + dk)  # per head
+        standard = key_length * dk * (d + num_queries)  # per head: K/V projections + QK^T, AV
+        return absorbed < standard
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        key_value_states: torch.Tensor | None = None,
+        position_bias: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``T5Attention.forward``'s inputs and outputs: (attention output, position bias, weights)."""
+        if (
+            key_value_states is None
+            or past_key_values is not None
+            or not (mask is None or isinstance(mask, torch.Tensor))  # flex BlockMask
+            or not self.uses_absorbed_form(hidden_states.shape[1], key_value_states.shape[1])
+        ):
+            return super().forward(
+                hidden_states,
+                mask=mask,
+                key_value_states=key_value_states,
+                position_bias=position_bias,
+                past_key_values=past_key_values,
+                **kwargs,
+            )
+        batch, queries, _ = hidden_states.shape
+        heads, dk, d = self.n_heads, self.key_value_proj_dim, self.d_model
+        length = key_value_states.shape[1]
+        q = self.q(hidden_states).view(batch, queries, heads, dk).transpose(1, 2)  # (B, H, P, dk)
+        # nn.Linear stores W (out, in): head h owns rows h*dk:(h+1)*dk of k.weight / v.weight
+        w_k = self.k.weight.view(heads, dk, d)  # (H, dk, d)
+        w_v = self.v.weight.view(heads, dk, d)  # (H, dk, d)
+        q_model = torch.einsum("bhpk,hkd->bhpd", q, w_k)  # (B, H, P, d): W_k,h^T q_h
+        # one bmm over (H * P) query rows per example: no (B, H, d, T) broadcast copy of the states
+        scores = torch.bmm(
+            q_model.reshape(batch, heads * queries, d), key_value_states.transpose(1, 2)
+        ).view(batch, heads, queries, length)  # (B, H, P, T); T5 does not scale the scores
+        if position_bias is not None:  # T5 cross-attention has none, but honour one passed in
+            scores = scores + position_bias
+        if mask is not None:  # (B, 1, P or 1, T): bool (sdpa: True = attend) or additive (eager)
+            if mask.dtype == torch.bool:
+                mask = torch.zeros_like(mask, dtype=scores.dtype).masked_fill(
+                    ~mask, torch.finfo(scores.dtype).min
+                )
+            scores = scores + mask
+        weights = nn.functional.softmax(scores, dim=-1)  # (B, H, P, T)
+        weights = nn.functional.dropout(weights, p=self.dropout, training=self.training)
+        mixed = torch.bmm(weights.reshape(batch, heads * queries, length), key_value_states)  # (B, H*P, d)
+        context = torch.einsum("bhpd,hkd->bphk", mixed.view(batch, heads, queries, d), w_v)  # (B, P, H, dk)
+        output = self.o(context.reshape(batch, queries, heads * dk))  # (B, P, d)
+        return output, position_bias, weights
+
+
 class EncT5Decoder(T5Stack):
     """transformers' decoder ``T5Stack`` run over prompt embeddings, non-autoregressively.
 
@@ -190,9 +277,13 @@ class EncT5Decoder(T5Stack):
         config.vocab_size = 1
         super().__init__(config)
         self.embed_tokens = None
-        for block in self.block:
+        for i, block in enumerate(self.block):
             # sdpa reads `is_causal` from the module when no mask is given; prompts see each other.
             block.layer[0].SelfAttention.is_causal = False
+            # a few prompt queries over T encoder states: project the queries, not the states
+            block.layer[1].EncDecAttention = EncT5CrossAttention(
+                config, has_relative_attention_bias=False, layer_idx=i, is_causal=False
+            )
 
     @classmethod
     def is_custom_code(cls) -> bool:
@@ -566,6 +657,7 @@ AutoModelForSequenceClassification.register(EncT5Config, EncT5ForSequenceClassif
 __all__ = [
     "EncT5ClassificationHead",
     "EncT5Config",
+    "EncT5CrossAttention",
     "EncT5Decoder",
     "EncT5ForSequenceClassification",
     "EncT5SequenceClassifierOutput",
