@@ -154,3 +154,29 @@ def test_classification_loss_closed_form():
 def test_importable_without_lightning():
     code = "import sys, t5lab.formulation, t5lab.config; assert 'lightning' not in sys.modules, 'lightning imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_collate_packed_layout_closed_form(tok):
+    """Three seq2seq examples, rows as long as the longest: the two short ones share a row."""
+    f = Formulation("seq2seq", tok, max_length=16)
+    examples = f.encode_all([Pair("abcd", "dcba"), Pair("a", "b"), Pair("ab", "ba")])
+    batch = f.collate_packed(examples)
+    eos = tok.eos_token_id
+    assert set(batch) == {"input_ids", "segment_ids", "labels", "decoder_segment_ids"}
+    # FFD by summed length: "abcd"(5+5) opens row 0, "ab"(3+3) does not fit: row 1, then "a"(2+2) joins it
+    assert batch["input_ids"].tolist() == [ids(tok, "abcd") + [eos], ids(tok, "ab") + [eos] + ids(tok, "a") + [eos]]
+    assert batch["segment_ids"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 2, 2]]
+    assert batch["labels"].tolist() == [ids(tok, "dcba") + [eos], ids(tok, "ba") + [eos] + ids(tok, "b") + [eos]]
+    assert batch["decoder_segment_ids"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 2, 2]]
+    # a fixed pack_length: every row that long, rows padded up to the batch size (< 8 examples)
+    fixed = f.collate_packed(examples, pack_length=12)
+    assert fixed["input_ids"].shape == (3, 12) and fixed["segment_ids"][1:].eq(0).all()
+
+
+def test_collate_packed_prefix_mask_per_segment(tok):
+    f = Formulation("prefix_lm", tok, max_length=16)
+    examples = f.encode_all([Pair("a", "b"), Pair("ab", "c")])
+    batch = f.collate_packed(examples, pack_length=12)
+    # "ab</s>c</s>" (5) first, then "a</s>b</s>" (4): each segment's prefix is its input + separator
+    assert batch["prefix_mask"][0].tolist() == [1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0]
+    assert batch["segment_ids"][0].tolist() == [1, 1, 1, 1, 1, 2, 2, 2, 2, 0, 0, 0]

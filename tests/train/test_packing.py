@@ -55,18 +55,22 @@ T5_SIZES = dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, dropout_
 def build(variant: str, vocab: int, attn: str = "eager") -> torch.nn.Module:
     torch.manual_seed(0)
     if variant == "t5":
-        model = T5ForConditionalGeneration(T5Config(vocab_size=vocab, **T5_SIZES))
+        cls, config = T5ForConditionalGeneration, T5Config(vocab_size=vocab, **T5_SIZES)
     elif variant in ("pseudo_dec", "pseudo_dec_blind"):
-        cfg = T5PseudoDecConfig(vocab_size=vocab, position_blind=variant.endswith("blind"), causal_LM=False,
-                                max_position_embeddings=64, **T5_SIZES)
-        model = T5PseudoDecForConditionalGeneration(cfg)
+        cls = T5PseudoDecForConditionalGeneration
+        config = T5PseudoDecConfig(vocab_size=vocab, position_blind=variant.endswith("blind"), causal_LM=False,
+                                   max_position_embeddings=64, **T5_SIZES)
     elif variant in ("decoder_only", "decoder_only_prefix"):
-        model = T5DecoderOnlyForCausalLM(T5DecoderOnlyConfig(vocab_size=vocab, prefix_lm=variant.endswith("prefix"),
-                                                             **T5_SIZES))
+        cls = T5DecoderOnlyForCausalLM
+        config = T5DecoderOnlyConfig(vocab_size=vocab, prefix_lm=variant.endswith("prefix"), **T5_SIZES)
     else:
-        model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                                           resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
-    model.config._attn_implementation = attn  # both back-ends read the same 4D additive mask
+        cls = GPT2LMHeadModel
+        config = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    # set before building: the T5 stacks keep copies of the config
+    config._attn_implementation = attn  # both back-ends read the same 4D additive mask
+    model = cls(config)
+    assert all(m.config._attn_implementation == attn for m in model.modules() if hasattr(m, "config"))
     return model.train()
 
 
