@@ -132,3 +132,17 @@ def test_cross_section_error_names_its_key_once():
         load_config(None, ["model.variant=enct5", "data.task=copy"])
     message = str(err.value)
     assert message.startswith("config key model.variant=enct5:") and "(top level)" not in message
+
+
+def test_packing_keys_default_sweep_and_round_trip(tmp_path):
+    cfg = load_config()
+    assert cfg.data.packing == "auto" and cfg.data.pack_length is None
+    packed = load_config(None, ["data.packing=true", "data.pack_length=64"])
+    path = tmp_path / "c.yaml"
+    path.write_text(packed.to_yaml())
+    assert load_config(path) == packed
+    # decoder-only examples are input + target long: pack_length must cover 2 * max_length
+    with pytest.raises(ConfigError, match=r"data.pack_length=64: causal_lm examples can be 128 tokens"):
+        load_config(None, ["model.variant=gpt2", "data.pack_length=64"])
+    points = load_sweep({"data": {"packing": [True, False]}})
+    assert [c.data.packing for c, _ in points] == [True, False]
