@@ -65,6 +65,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def t5_flex_attention(module, query, key, value, attention_mask, position_bias=None, **kwargs):
+    """transformers' flex attention with T5's position bias expanded to the batch (a view, no copy).
+
+    Why: transformers' flex ``score_mod`` reads ``position_bias[batch_idx, head, q, kv]``, but T5
+    computes its relative bias (and the zero bias of cross-attention) once for the whole batch,
+    shape ``(1, H, Q, K)``; for batch > 1 the kernel indexes out of bounds (on CPU: "index out of
+    bounds: 0 <= tmp8 < 1L" from the compiled kernel, transformers 5.23 / torch 2.13; on CUDA an
+    out-of-bounds read). Same fix as ``T5PrefixLMSelfAttention.bias_batch_size`` in
+    ``t5lab.models.decoder_only``.
+    """
+    from transformers.integrations.flex_attention import flex_attention_forward
+
+    if position_bias is not None and position_bias.shape[0] != query.shape[0]:
+        position_bias = position_bias.expand(query.shape[0], -1, -1, -1)  # (B, H, Q, K) view
+    return flex_attention_forward(module, query, key, value, attention_mask, position_bias=position_bias, **kwargs)
+
+
+def use_t5_flex_attention() -> None:
+    """Route ``attn_implementation="flex_attention"`` through :func:`t5_flex_attention` (this process)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register("flex_attention", t5_flex_attention)
+
+
 def matmul_rate(dtype: torch.dtype, device: torch.device, n: int, repeats: int = 5) -> float:
     """Dense matmul FLOP/s for ``dtype`` on ``device`` (best of ``repeats``): the MFU denominator."""
     a = torch.randn(n, n, device=device).to(dtype)
@@ -107,6 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.num_layers:
         shape.update(num_layers=args.num_layers, num_decoder_layers=args.num_layers)
     config = T5Config(**shape)
+    if attn == "flex_attention":
+        use_t5_flex_attention()
     config._attn_implementation = attn
     torch.manual_seed(0)
     model = T5ForConditionalGeneration(config).to(device).train()

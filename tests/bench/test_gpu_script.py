@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,46 @@ def test_gpu_script_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         _script().main(["--steps", "0"])
     assert "--steps must be >= 1" in capsys.readouterr().err
+
+
+def test_flex_wrapper_hands_transformers_a_batch_sized_position_bias(monkeypatch):
+    """transformers' flex score_mod indexes the bias by batch: T5's (1, H, Q, K) bias must be expanded."""
+    import torch
+    import transformers.integrations.flex_attention as flex
+
+    seen = {}
+
+    def fake_flex(module, query, key, value, attention_mask, position_bias=None, **kwargs):
+        seen["bias"] = position_bias
+        return query, None
+
+    monkeypatch.setattr(flex, "flex_attention_forward", fake_flex)
+    query = torch.zeros(3, 4, 5, 8)  # (B, H, Q, dk)
+    bias = torch.randn(1, 4, 5, 6)  # (1, H, Q, K), as T5Attention.compute_bias returns it
+    _script().t5_flex_attention(None, query, query, query, None, position_bias=bias)
+    assert seen["bias"].shape == (3, 4, 5, 6) and torch.equal(seen["bias"][2], bias[0])
+    _script().t5_flex_attention(None, query, query, query, None, position_bias=None)
+    assert seen["bias"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("T5LAB_TEST_FLEX"), reason="flex attention compiles for ~1 min on CPU; T5LAB_TEST_FLEX=1")
+def test_flex_with_the_wrapper_equals_sdpa_for_a_batch(monkeypatch):
+    """Reference: sdpa on the same T5. Without the wrapper transformers' flex path fails for batch 2."""
+    import torch
+    from transformers import AttentionInterface, T5Config, T5ForConditionalGeneration
+
+    monkeypatch.setitem(AttentionInterface._global_mapping, "flex_attention",
+                        AttentionInterface._global_mapping["flex_attention"])  # restored after the test
+    config = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4, dropout_rate=0.0,
+                      decoder_start_token_id=0)
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(config).eval()
+    ids, labels = torch.randint(2, 64, (2, 16)), torch.randint(2, 64, (2, 16))
+    with torch.no_grad():
+        expected = model(input_ids=ids, labels=labels).logits
+        model.set_attn_implementation("flex_attention")
+        with pytest.raises(RuntimeError, match="out of bounds"):
+            model(input_ids=ids, labels=labels)
+        _script().use_t5_flex_attention()
+        torch.testing.assert_close(model(input_ids=ids, labels=labels).logits, expected, rtol=1e-4, atol=1e-5)
