@@ -330,9 +330,11 @@ def test_classification_cannot_pack(tok):
 
 
 def test_resolve_packing():
-    assert resolve_packing("auto", "classification", True, 64) is False
-    assert resolve_packing(True, "seq2seq", False) is True
-    assert resolve_packing(False, "seq2seq", True, 64) is False
+    assert resolve_packing("auto", "classification", 64) is False
+    assert resolve_packing("auto", "seq2seq", 64) is True  # a fixed row length asks for packing
+    assert resolve_packing("auto", "prefix_lm") is False  # measured: no gain over bucketing on CPU
+    assert resolve_packing(True, "seq2seq") is True
+    assert resolve_packing(False, "seq2seq", 64) is False
 
 
 @pytest.mark.parametrize(

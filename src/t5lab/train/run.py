@@ -125,11 +125,9 @@ def _bucketing(cfg: ExperimentConfig, examples: list[Any]) -> bool:
 
 def _packing(cfg: ExperimentConfig, kind: str) -> bool:
     """data.packing resolved (auto: t5lab.train.packing.resolve_packing)."""
-    from t5lab.train.fast import resolve_compile
     from t5lab.train.packing import resolve_packing
 
-    compile_on = resolve_compile(cfg.train.compile, cfg.trainer.accelerator)
-    return resolve_packing(cfg.data.packing, kind, compile_on, cfg.data.pack_length)
+    return resolve_packing(cfg.data.packing, kind, cfg.data.pack_length)
 
 
 @dataclass
