@@ -365,7 +365,8 @@ WIDE = {"options": {"min_len": 1, "max_len": 7, "alphabet": "abcd"}}  # lengths 
 
 
 @pytest.mark.slow
-def test_train_with_packing_matches_unpacked_run(tmp_path, tiny_cfg):
+@pytest.mark.parametrize("model", [{"variant": "t5"}, {"variant": "decoder_only", "options": {"prefix_lm": True}}])
+def test_train_with_packing_matches_unpacked_run(tmp_path, tiny_cfg, model):
     """`t5lab train` with data.packing=true: the loss falls, the samples counter counts examples,
     and the run follows the unpacked run step by step (same batches, same gradients)."""
     import csv
@@ -374,14 +375,14 @@ def test_train_with_packing_matches_unpacked_run(tmp_path, tiny_cfg):
 
     def run(packing: bool) -> list[dict]:
         cfg = tiny_cfg(train={"max_steps": 30, "lr": 1e-2, "log_every_n_steps": 1},
-                       data={"packing": packing, "bucketing": False, **WIDE})
+                       data={"packing": packing, "bucketing": False, **WIDE}, model=model)
         (result,) = train(cfg, out=str(tmp_path / str(packing)), progress=False)
         return [r for r in csv.DictReader(open(result.run_dir / "metrics.csv")) if r.get("train_loss")]
 
     from t5lab.config import load_config
     from t5lab.train.run import build_pieces
 
-    dm = build_pieces(load_config(tiny_cfg(data={"packing": True, "bucketing": False, **WIDE}))).datamodule
+    dm = build_pieces(load_config(tiny_cfg(data={"packing": True, "bucketing": False, **WIDE}, model=model))).datamodule
     first = next(iter(dm.train_dataloader()))
     assert dm.packing and first["input_ids"].shape[0] < 8  # the run really packs
 
