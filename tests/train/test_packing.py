@@ -393,3 +393,41 @@ def test_train_with_packing_matches_unpacked_run(tmp_path, tiny_cfg, model):
     assert [r["tokens"] for r in packed] == [r["tokens"] for r in plain]
     torch.testing.assert_close(torch.tensor(losses), torch.tensor([float(r["train_loss"]) for r in plain]),
                                rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_packed_run_resumes_exactly(tmp_path, tiny_cfg, monkeypatch):
+    """A packed run that crashes after its epoch-1 checkpoint and is resumed ends with the same
+    weights as an uninterrupted one (the packed layout is a pure function of the batch)."""
+    import lightning.pytorch as pl
+    from safetensors.torch import load_file
+
+    import t5lab.train.run as run_module
+
+    cfg = tiny_cfg(model={"dropout": 0.1}, train={"max_steps": 12, "schedule": "linear", "lr": 3e-3},
+                   data={"packing": True, "bucketing": True, **WIDE})
+    (reference,) = run_module.train(cfg, out=str(tmp_path / "ref"), progress=False)
+
+    class Crash(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.global_step == 8:  # epoch 2 (6 steps per epoch): after the epoch-1 checkpoint
+                raise KeyboardInterrupt
+
+    make = run_module.make_trainer
+
+    def crashing(*args, **kwargs):
+        trainer = make(*args, **kwargs)
+        trainer.callbacks.append(Crash())
+        return trainer
+
+    monkeypatch.setattr(run_module, "make_trainer", crashing)
+    with pytest.raises(BaseException):  # noqa: B017 - whatever Lightning turns the interrupt into
+        run_module.train(cfg, out=str(tmp_path / "crash"), progress=False)
+    monkeypatch.setattr(run_module, "make_trainer", make)
+    (run_dir,) = list((tmp_path / "crash").glob("*/*"))
+    assert not (run_dir / "DONE").exists()
+    run_module.resume(run_dir, progress=False)
+    a = load_file(reference.run_dir / "model" / "model.safetensors")
+    b = load_file(run_dir / "model" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=0, msg=k)
