@@ -431,3 +431,18 @@ def test_packed_run_resumes_exactly(tmp_path, tiny_cfg, monkeypatch):
     b = load_file(run_dir / "model" / "model.safetensors")
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=0, msg=k)
+
+
+def test_gpt2_explicit_mask_equals_transformers_packed_detection(tok):
+    """transformers 5 isolates packed sequences from position_ids alone (find_packed_sequence_indices)
+    only when there is no attention_mask and no cache; packed_forward's explicit 4D mask gives the
+    same logits and does not depend on that (with the default use_cache=True, GPT-2 builds a cache
+    first and the detection is skipped: segments would see each other)."""
+    _, _, _, packed = setup(tok, "gpt2")
+    model = build("gpt2", len(tok), "sdpa").eval()
+    real = packed["segment_ids"] > 0
+    with torch.no_grad():
+        ours = packed_forward(model, packed).logits
+        detected = model(input_ids=packed["input_ids"], position_ids=segment_positions(packed["segment_ids"]),
+                         use_cache=False).logits
+    torch.testing.assert_close(ours[real], detected[real], rtol=1e-5, atol=1e-5)

@@ -170,7 +170,11 @@ def packed_forward(model: Any, batch: dict[str, torch.Tensor]) -> Any:
     - ``T5DecoderOnlyForCausalLM``: ``segment_ids`` (and ``prefix_mask``) go to the model, which
       folds them into its mask.
     - other causal LMs (GPT-2): an explicit 4D causal-within-segment mask and per-segment
-      ``position_ids``.
+      ``position_ids``. Why not transformers' own detection of packed rows from ``position_ids``
+      (``masking_utils.find_packed_sequence_indices``): it runs only without ``attention_mask``
+      *and* without a cache, and GPT-2 creates a cache whenever ``use_cache`` is on (its default),
+      so the segments would silently see each other (checked: 0.09 logit difference; equal with
+      ``use_cache=False``, tests/train/test_packing.py).
 
     Args:
         model: The transformers model (not the LightningModule).
