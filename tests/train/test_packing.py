@@ -446,3 +446,17 @@ def test_gpt2_explicit_mask_equals_transformers_packed_detection(tok):
         detected = model(input_ids=packed["input_ids"], position_ids=segment_positions(packed["segment_ids"]),
                          use_cache=False).logits
     torch.testing.assert_close(ours[real], detected[real], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["t5", "decoder_only_prefix"])
+def test_packed_under_bf16_autocast(tok, variant):
+    """The fast path's bf16 autocast: the 4D masks still work (sdpa), and the packed loss stays
+    within bf16 rounding of the unpacked bf16 loss (measured gap ~3e-4) and of fp32 (~2e-3)."""
+    _, _, plain, packed = setup(tok, variant)
+    model = build(variant, len(tok), "sdpa").eval()
+    with torch.no_grad():
+        fp32 = model(**plain).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            plain_bf16, packed_bf16 = model(**plain).loss, packed_forward(model, packed).loss
+    torch.testing.assert_close(packed_bf16, plain_bf16, rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(packed_bf16, fp32, rtol=1e-2, atol=1e-2)
