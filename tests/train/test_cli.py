@@ -114,6 +114,36 @@ def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path,
     assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
 
 
+def test_deferred_non_finite_check_never_reaches_a_checkpoint(tmp_path, capsys, monkeypatch):
+    """The CUDA mode (no host read per step; T5LabModule._check_now is False there) simulated on CPU:
+    a NaN at step 2, with no logging step before the epoch ends, is caught at the epoch end, before
+    ModelCheckpoint writes last.ckpt, which stays the finite step-2 checkpoint."""
+    import torch
+
+    from t5lab.train.module import T5LabModule
+
+    original = T5LabModule._train_loss
+
+    def poisoned(self, batch):
+        loss, n = original(self, batch)
+        if self.training and self.global_step == 2:
+            loss = loss * float("nan")
+        return loss, n
+
+    monkeypatch.setattr(T5LabModule, "_train_loss", poisoned)
+    monkeypatch.setattr(T5LabModule, "_check_now", lambda self: False)
+    raw = tiny(name="nan", data={"train": 16}, train={"max_steps": 40, "log_every_n_steps": 50})  # epoch = 2 steps
+    out = tmp_path / "runs"
+    code = main(["train", write(tmp_path, raw), "--out", str(out), "--no-progress"])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2
+    assert line.startswith("error: non-finite training loss at step 4") and "checked every log_every_n_steps" in line
+    [run] = list(out.glob("nan/*"))
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2
+    assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
+
+
 def test_absurd_learning_rate_never_writes_non_finite_weights(tmp_path, capsys):
     """lr=1e6: either the loss turns non-finite (the run stops, exit 2) or the run ends; in both
     cases every saved tensor is finite."""
