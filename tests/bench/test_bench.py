@@ -123,3 +123,14 @@ def test_lm_training_case_reports_both_decoder_only_rows():
     full, kept = by_name["decoder_only"].extra, by_name["decoder_only+logits_to_keep"].extra
     assert kept["train_flops"] < full["train_flops"] and kept["flop_ratio"] > full["flop_ratio"]
     assert full["reference_train_flops"] == kept["reference_train_flops"]
+
+
+def test_enct5_case_reports_flops_and_the_encoder_ceiling():
+    from t5lab.bench.cases import enct5_vs_t5_classification
+
+    train, infer = enct5_vs_t5_classification("tiny", batch=2, seq_len=16, repeats=1)
+    assert (train.case, infer.case) == ("enct5_train", "enct5_infer")
+    for row in (train, infer):
+        assert row.extra["flop_ratio"] == pytest.approx(row.extra["reference_flops"] / row.extra["flops"])
+        assert row.extra["flop_ratio"] > 1  # one decoder layer over one prompt vs the full decoder
+    assert infer.extra["encoder_only_ratio"] > 0

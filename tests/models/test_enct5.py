@@ -632,3 +632,25 @@ def test_absorbed_cross_attention_weights_equal_the_standard_ones():
     for ours, ref in zip(absorbed, standard, strict=True):
         torch.testing.assert_close(ours, ref)
     assert absorbed[0][2, :, :, 7 - 4 :].abs().max() == 0  # padding gets exactly zero weight
+
+
+def test_absorbed_cross_attention_flops_follow_the_closed_form():
+    """The cost claim of EncT5CrossAttention: no (T, d) x (d, inner) projection of the encoder states."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = make_model(SINGLE, 3)
+    model.set_attn_implementation("eager")  # the flop counter does not see sdpa's CPU kernel
+    attention = model.decoder.block[0].layer[1].EncDecAttention
+    b, p, t = 3, 1, 20
+    d, h, dk = TINY_T5["d_model"], TINY_T5["num_heads"], TINY_T5["d_kv"]
+    inner = h * dk
+    prompts, states = torch.randn(b, p, d), torch.randn(b, t, d)
+    counts = {}
+    for absorb in (True, False):
+        attention.absorb_kv = absorb
+        with FlopCounterMode(display=False) as counter:
+            attention(prompts, key_value_states=states)
+        counts[absorb] = counter.get_total_flops()
+    q_and_o = 2 * 2 * b * p * d * inner
+    assert counts[True] == q_and_o + 2 * b * h * p * (dk * d + d * t + t * d + d * dk)
+    assert counts[False] == q_and_o + 2 * 2 * b * t * d * inner + 2 * 2 * b * h * p * t * dk
