@@ -434,10 +434,9 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
         if isinstance(logits_to_keep, int):
             if logits_to_keep < 0:
                 raise ValueError(f"logits_to_keep must be >= 0 (0 = all positions), got {logits_to_keep}")
-            keep = torch.zeros(length, dtype=torch.bool, device=labels.device)
-            keep[max(length - logits_to_keep, 0) :] = True
-            kept = shifted[:, keep]  # (B, n)
-            keep = keep.expand_as(shifted)
+            first = max(length - logits_to_keep, 0)
+            kept = shifted[:, first:].contiguous()  # (B, n); a slice: no boolean indexing, no host sync
+            keep = torch.arange(length, device=labels.device).ge(first).expand_as(shifted)  # (B, T)
         elif logits_to_keep.dim() == 2 and logits_to_keep.dtype == torch.bool:
             keep = logits_to_keep.to(labels.device)  # (B, T)
             kept = shifted[keep]  # (N,), the order of hidden[mask]
