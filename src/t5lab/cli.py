@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "t5lab.explore.cli",
     "t5lab.rl.cli",
     "t5lab.bench.cli",
+    "t5lab.study.cli",
 )
 
 
