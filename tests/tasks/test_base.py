@@ -152,7 +152,8 @@ def test_path_with_unknown_extension_is_a_clear_error(tmp_path):
     [
         lambda: get_task("nope"),
         lambda: get_task("copy", bogus=1),
-        lambda: get_task("copy", min_len=0),
+        lambda: get_task("copy", min_len=-1),
+        lambda: get_task("reverse", min_len=0),
         lambda: get_task("count", symbol="z"),
         lambda: get_task("numbersort", max_value=0),
         lambda: get_task("maskedcopy", mask_char="__"),

@@ -132,3 +132,76 @@ def test_random_module_state_is_untouched():
     random.seed(123)
     get_task("copy").generate(10, seed=0)
     assert random.random() == expected
+
+
+# --- the original (seed) harness's definitions, as the `seed` preset -------------------------------
+
+SEED_62 = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+@pytest.mark.parametrize(
+    ("name", "lengths", "symbols"),
+    [
+        ("copy", (0, 60), SEED_62),
+        ("sort", (0, 60), SEED_62),
+        ("histogram", (10, 80), SEED_62 - set("0123456789")),
+        ("doublehistogram", (10, 80), SEED_62 - set("0123456789")),
+    ],
+)
+def test_seed_preset_draws_the_original_lengths_and_symbols(name, lengths, symbols):
+    task = get_task(name, preset="seed")
+    pairs = task.generate(3000, seed=0)
+    seen = {len(p.input) for p in pairs}
+    assert min(seen) == lengths[0] and max(seen) == lengths[1]  # both ends are drawn
+    assert set("".join(p.input for p in pairs)) == symbols
+    for p in pairs[:300]:  # the closed-form rule, independent of the task code
+        x = p.input
+        if name == "copy":
+            assert p.target == x
+        elif name == "sort":
+            order = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+            assert p.target == "".join(sorted(x, key=order.index))
+        elif name == "histogram":
+            assert p.target.split() == [str(x.count(c)) for c in x]
+        else:
+            counts = {c: x.count(c) for c in set(x)}
+            assert p.target.split() == [str(sum(1 for v in counts.values() if v == counts[c])) for c in x]
+
+
+def test_seed_preset_numbersort_draws_0_to_30_three_digit_numbers():
+    pairs = get_task("numbersort", preset="seed").generate(3000, seed=1)
+    counts = {len(p.input.split()) for p in pairs}
+    assert min(counts) == 0 and max(counts) == 30
+    numbers = [int(t) for p in pairs for t in p.input.split()]
+    assert min(numbers) >= 100 and max(numbers) <= 999 and len(set(numbers)) == 900
+    for p in pairs[:300]:
+        assert p.target == " ".join(str(v) for v in sorted(int(t) for t in p.input.split()))
+
+
+def test_seed_preset_long_addition_draws_2_to_20_digit_operands():
+    pairs = get_task("long_addition", preset="seed").generate(3000, seed=2)
+    lengths = {len(s) for p in pairs for s in p.input.split("+")}
+    assert lengths == set(range(2, 21))
+    for p in pairs:
+        a, b = p.input.split("+")
+        assert a[0] != "0" and b[0] != "0" and int(p.target) == int(a) + int(b)
+
+
+def test_explicit_options_override_a_preset_and_defaults_stay_small():
+    assert get_task("copy").options() == {"min_len": 4, "max_len": 8, "alphabet": "abcdefghij"}
+    task = get_task("copy", preset="seed", max_len=10)
+    assert (task.min_len, task.max_len, len(task.alphabet_)) == (0, 10, 62)
+    # the resolved options reproduce the task without the preset (what config.yaml stores)
+    assert get_task("copy", **task.options()).generate(50, seed=3) == task.generate(50, seed=3)
+
+
+def test_unknown_preset_and_empty_inputs_where_not_allowed_are_config_errors():
+    from t5lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="known presets: seed"):
+        get_task("copy", preset="original")
+    with pytest.raises(ConfigError, match="not a preset of this task"):
+        get_task("reverse", preset="seed")
+    with pytest.raises(ConfigError, match="min_len=0"):
+        get_task("reverse", min_len=0)
+    assert get_task("copy", min_len=0, max_len=1).solve("") == ""

@@ -31,14 +31,18 @@ from t5lab.errors import ConfigError
 from t5lab.tasks.base import Pair, Task, TaskKind, register_task
 
 DEFAULT_ALPHABET = "abcdefghij"
+# The 62 symbols of the original (seed) harness: a-z A-Z 0-9, and its letters-only alphabet.
+SEED_ALPHANUMERIC = string.ascii_lowercase + string.ascii_uppercase + string.digits
+SEED_LETTERS = string.ascii_lowercase + string.ascii_uppercase
 # A space-count above this is reported as "large" (None) rather than computed exactly.
 _LARGE = 10**12
 
 
-def _check_lengths(min_len: int, max_len: int, what: str = "len") -> None:
-    for name, v in ((f"min_{what}", min_len), (f"max_{what}", max_len)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{name}={v!r}: must be a positive integer")
+def _check_lengths(min_len: int, max_len: int, what: str = "len", smallest: int = 1) -> None:
+    for name, v, low in ((f"min_{what}", min_len, smallest), (f"max_{what}", max_len, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            kind = "a positive integer" if low == 1 else f"an integer >= {low}"
+            raise ConfigError(f"{name}={v!r}: must be {kind}")
     if min_len > max_len:
         raise ConfigError(f"min_{what}={min_len} > max_{what}={max_len}; make min_{what} <= max_{what}")
 
@@ -53,6 +57,25 @@ def _check_alphabet(alphabet: str, reserved: str = "") -> None:
         raise ConfigError(f"alphabet={alphabet!r} contains {clash[0]!r}, which this task uses as a separator")
 
 
+def _resolve_preset(cls: type, preset: str | None, given: dict) -> dict:
+    """The options of ``preset`` (``None``: the class defaults) with the options given explicitly on top.
+
+    Presets are named option sets; ``seed`` reproduces the original harness's task definitions
+    (issue "time to accuracy": copy/sort 0-60 of a-z A-Z 0-9, (double)histogram 10-80 letters,
+    numbersort 0-30 three-digit numbers, long_addition 2-20 digit operands).
+    """
+    presets = getattr(cls, "presets", {})
+    if preset is None:
+        base = dict(cls.defaults)
+    elif preset in presets:
+        base = {**cls.defaults, **presets[preset]}
+    else:
+        known = ", ".join(sorted(presets)) or "none"
+        raise ConfigError(f"preset={preset!r} is not a preset of this task; known presets: {known}")
+    base.update({k: v for k, v in given.items() if v is not None})
+    return base
+
+
 def _count_strings(n_symbols: int, min_len: int, max_len: int) -> int | None:
     total = sum(n_symbols**length for length in range(min_len, max_len + 1))
     return total if total <= _LARGE else None
@@ -64,9 +87,22 @@ class SyntheticSeq2Seq(Task):
     kind: ClassVar[TaskKind] = "seq2seq"
     # characters the target may use besides the alphabet (digits, separators, ...)
     reserved: ClassVar[str] = ""
+    defaults: ClassVar[dict] = {"min_len": 4, "max_len": 8, "alphabet": DEFAULT_ALPHABET}
+    # named option sets (``data.options: {preset: seed}``); explicit options override them
+    presets: ClassVar[dict[str, dict]] = {}
+    # an empty input is a valid example (the seed harness draws copy/sort lengths from 0)
+    allows_empty: ClassVar[bool] = False
 
-    def __init__(self, min_len: int = 4, max_len: int = 8, alphabet: str = DEFAULT_ALPHABET):
-        _check_lengths(min_len, max_len)
+    def __init__(
+        self,
+        min_len: int | None = None,
+        max_len: int | None = None,
+        alphabet: str | None = None,
+        preset: str | None = None,
+    ):
+        opts = _resolve_preset(type(self), preset, {"min_len": min_len, "max_len": max_len, "alphabet": alphabet})
+        min_len, max_len, alphabet = opts["min_len"], opts["max_len"], opts["alphabet"]
+        _check_lengths(min_len, max_len, smallest=0 if self.allows_empty else 1)
         _check_alphabet(alphabet, self.reserved)
         self.min_len = min_len
         self.max_len = max_len
@@ -101,9 +137,16 @@ class SyntheticSeq2Seq(Task):
         return "".join(sorted(set(self.alphabet_) | set(self.reserved)))
 
 
+_SEED_STRINGS = {"seed": {"min_len": 0, "max_len": 60, "alphabet": SEED_ALPHANUMERIC}}
+_SEED_HISTOGRAM = {"seed": {"min_len": 10, "max_len": 80, "alphabet": SEED_LETTERS}}
+
+
 @register_task("copy")
 class Copy(SyntheticSeq2Seq):
     """Copy the input: ``abca -> abca``."""
+
+    presets: ClassVar[dict[str, dict]] = _SEED_STRINGS
+    allows_empty: ClassVar[bool] = True
 
     def solve(self, x: str) -> str:
         return x
@@ -121,6 +164,9 @@ class Reverse(SyntheticSeq2Seq):
 class Sort(SyntheticSeq2Seq):
     """Sort the symbols by their position in the alphabet: ``cabd -> abcd``."""
 
+    presets: ClassVar[dict[str, dict]] = _SEED_STRINGS
+    allows_empty: ClassVar[bool] = True
+
     def solve(self, x: str) -> str:
         rank = {c: i for i, c in enumerate(self.alphabet_)}
         return "".join(sorted(x, key=rank.__getitem__))
@@ -134,6 +180,7 @@ class Histogram(SyntheticSeq2Seq):
     """
 
     reserved: ClassVar[str] = string.digits + " "
+    presets: ClassVar[dict[str, dict]] = _SEED_HISTOGRAM
 
     def solve(self, x: str) -> str:
         counts = Counter(x)
@@ -148,6 +195,7 @@ class DoubleHistogram(SyntheticSeq2Seq):
     """
 
     reserved: ClassVar[str] = string.digits + " "
+    presets: ClassVar[dict[str, dict]] = _SEED_HISTOGRAM
 
     def solve(self, x: str) -> str:
         counts = Counter(x)
@@ -165,9 +213,9 @@ class MaskedCopy(SyntheticSeq2Seq):
 
     def __init__(
         self,
-        min_len: int = 4,
-        max_len: int = 8,
-        alphabet: str = DEFAULT_ALPHABET,
+        min_len: int | None = None,
+        max_len: int | None = None,
+        alphabet: str | None = None,
         mask_char: str = "_",
         max_masks: int = 8,
     ):
@@ -200,30 +248,55 @@ class MaskedCopy(SyntheticSeq2Seq):
 class NumberSort(SyntheticSeq2Seq):
     """Sort space-separated numbers numerically: ``12 3 40 -> 3 12 40``.
 
-    ``min_len``/``max_len`` count numbers; each is drawn uniformly from ``0..max_value``. Numeric
-    (not string) order is the point: ``3`` comes before ``12``.
+    ``min_len``/``max_len`` count numbers; each is drawn uniformly from ``min_value..max_value``.
+    Numeric (not string) order is the point: ``3`` comes before ``12``. The ``seed`` preset draws
+    0-30 three-digit numbers (100..999), as the original harness does.
     """
 
     reserved: ClassVar[str] = " "
+    defaults: ClassVar[dict] = {"min_len": 4, "max_len": 8, "min_value": 0, "max_value": 99}
+    presets: ClassVar[dict[str, dict]] = {"seed": {"min_len": 0, "max_len": 30, "min_value": 100, "max_value": 999}}
+    allows_empty: ClassVar[bool] = True
 
-    def __init__(self, min_len: int = 4, max_len: int = 8, max_value: int = 99):
+    def __init__(
+        self,
+        min_len: int | None = None,
+        max_len: int | None = None,
+        max_value: int | None = None,
+        min_value: int | None = None,
+        preset: str | None = None,
+    ):
+        opts = _resolve_preset(
+            type(self),
+            preset,
+            {"min_len": min_len, "max_len": max_len, "min_value": min_value, "max_value": max_value},
+        )
+        min_value, max_value = opts["min_value"], opts["max_value"]
         if isinstance(max_value, bool) or not isinstance(max_value, int) or max_value < 1:
             raise ConfigError(f"max_value={max_value!r}: must be a positive integer")
+        if isinstance(min_value, bool) or not isinstance(min_value, int) or not 0 <= min_value <= max_value:
+            raise ConfigError(f"min_value={min_value!r}: must be an integer in 0..max_value ({max_value})")
+        self.min_value = min_value
         self.max_value = max_value
-        super().__init__(min_len, max_len, alphabet=string.digits)
+        super().__init__(opts["min_len"], opts["max_len"], alphabet=string.digits)
 
     def options(self) -> dict:
-        return {"min_len": self.min_len, "max_len": self.max_len, "max_value": self.max_value}
+        return {
+            "min_len": self.min_len,
+            "max_len": self.max_len,
+            "min_value": self.min_value,
+            "max_value": self.max_value,
+        }
 
     def draw_input(self, rng: random.Random) -> str:
         length = rng.randint(self.min_len, self.max_len)
-        return " ".join(str(rng.randint(0, self.max_value)) for _ in range(length))
+        return " ".join(str(rng.randint(self.min_value, self.max_value)) for _ in range(length))
 
     def solve(self, x: str) -> str:
         return " ".join(str(v) for v in sorted(int(t) for t in x.split()))
 
     def space_size(self) -> int | None:
-        return _count_strings(self.max_value + 1, self.min_len, self.max_len)
+        return _count_strings(self.max_value - self.min_value + 1, self.min_len, self.max_len)
 
     def alphabet(self) -> str:
         return string.digits + " "
@@ -240,8 +313,18 @@ class LongAddition(Task):
     """
 
     kind: ClassVar[TaskKind] = "seq2seq"
+    defaults: ClassVar[dict] = {"min_digits": 1, "max_digits": 5}
+    presets: ClassVar[dict[str, dict]] = {"seed": {"min_digits": 2, "max_digits": 20}}
 
-    def __init__(self, min_digits: int = 1, max_digits: int = 5, reverse_digits: bool = False):
+    def __init__(
+        self,
+        min_digits: int | None = None,
+        max_digits: int | None = None,
+        reverse_digits: bool = False,
+        preset: str | None = None,
+    ):
+        opts = _resolve_preset(type(self), preset, {"min_digits": min_digits, "max_digits": max_digits})
+        min_digits, max_digits = opts["min_digits"], opts["max_digits"]
         _check_lengths(min_digits, max_digits, "digits")
         self.min_digits = min_digits
         self.max_digits = max_digits
