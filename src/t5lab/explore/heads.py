@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from t5lab.compat import passed_cache
 from t5lab.errors import T5LabError
 from t5lab.explore._common import CAUSAL, model_kind
 
@@ -166,7 +167,7 @@ def _bias_pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple,
     bias = kwargs.get("position_bias")
     if bias is None and getattr(module, "has_relative_attention_bias", False):
         hidden = args[0] if args else kwargs["hidden_states"]
-        cache = kwargs.get("past_key_values")
+        cache = passed_cache(kwargs)
         past = cache.get_seq_length(module.layer_idx) if cache is not None else 0
         # the same bias transformers' T5Attention computes, over the shared head columns
         bias = module.compute_bias(hidden.shape[1], past + hidden.shape[1], device=hidden.device, past_seen_tokens=past)

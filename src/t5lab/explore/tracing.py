@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from t5lab.compat import passed_cache
 from t5lab.explore._common import SEQ2SEQ, model_kind
 
 
@@ -103,7 +104,7 @@ def trace(model: Any) -> Iterator[Trace]:
                     index=len(record.events),
                     part=part,
                     input_shape=_input_shape(args, kwargs),
-                    cache_length=_cache_length(kwargs.get("past_key_values")) if part == "decoder" else 0,
+                    cache_length=_cache_length(passed_cache(kwargs)) if part == "decoder" else 0,
                     mask_shape=tuple(mask.shape) if torch.is_tensor(mask) else None,
                 )
             )
