@@ -31,8 +31,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from t5lab.rl.core import (
+    entropy_from_logprobs,
+    gather_tokens,
+    load_checkpoint,
+    masked_mean,
+    masked_var,
+    masked_whiten,
+    processed_logprobs,
+    reference_logprobs,
+    save_checkpoint,
+)
 from t5lab.rl.kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController, exact_kl, kl_per_token
-from t5lab.rl.sampler import SampleOutput, forward_responses, process_logits, respond_to_batch
+from t5lab.rl.sampler import SampleOutput, respond_to_batch
+
+__all__ = [  # the masked statistics moved to t5lab.rl.core; importing them from here still works
+    "PPOConfig", "PPOTrainer", "compute_gae", "entropy_from_logprobs", "masked_mean", "masked_var",
+    "masked_whiten", "per_token_rewards", "ppo_loss",
+]
 
 
 @dataclass
@@ -121,31 +137,6 @@ class PPOConfig:
         if unknown:
             raise ValueError(f"unknown ppo key(s) {unknown}; known keys: {sorted(known)}")
         return cls(**data)
-
-
-# ----------------------------------------------------------------------------- masked statistics
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` over positions where ``mask`` is 1 (token-weighted)."""
-    mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp_min(1.0)
-
-
-def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Unbiased variance of ``x`` over positions where ``mask`` is 1."""
-    mean = masked_mean(x, mask)
-    n = mask.sum().clamp_min(2.0)
-    return (((x - mean) ** 2) * mask).sum() / (n - 1)
-
-
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """``(x - mean) / std`` over the masked positions; masked-out positions become 0."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
-    out = (x - mean) * torch.rsqrt(var + 1e-8)
-    if not shift_mean:
-        out = out + mean
-    return out * mask
 
 
 # ----------------------------------------------------------------------------- rewards and GAE
@@ -246,12 +237,6 @@ def ppo_loss(
     return loss, stats
 
 
-def entropy_from_logprobs(logprobs: torch.Tensor) -> torch.Tensor:
-    """``-sum p log p`` over the last dimension, with ``0 log 0 = 0`` (``-inf`` log-probs allowed)."""
-    p = logprobs.exp()
-    return -(p * logprobs.masked_fill(p == 0, 0.0)).sum(-1)
-
-
 # ----------------------------------------------------------------------------- trainer
 
 
@@ -307,13 +292,14 @@ class PPOTrainer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # (B, T, V) processed log-probs of the sampling distribution and (B, T) values
         c = self.config
-        fwd = forward_responses(self.policy, input_ids, attention_mask, response_ids)
-        if fwd.values is None:
+        logprobs, values = processed_logprobs(
+            self.policy, input_ids, attention_mask, response_ids, c.temperature, c.top_k, c.top_p
+        )
+        if values is None:
             raise ValueError(
                 "the policy returned no values; wrap it in a value-head model (t5lab.models.value_head)"
             )
-        logprobs = torch.log_softmax(process_logits(fwd.logits, c.temperature, c.top_k, c.top_p), dim=-1)
-        return logprobs, fwd.values
+        return logprobs, values
 
     # -- one PPO step -------------------------------------------------------------------------
 
@@ -352,10 +338,9 @@ class PPOTrainer:
         self.policy.eval()
         with torch.no_grad():
             logprobs_full, old_values = self._policy_forward(input_ids, attention_mask, response)
-            ref_logits = forward_responses(self.ref_model, input_ids, attention_mask, response).logits
             # reference: same temperature, no truncation (full support, so the KL stays finite)
-            ref_logprobs_full = torch.log_softmax(ref_logits / c.temperature, dim=-1)
-            old_logprobs = logprobs_full.gather(-1, response.unsqueeze(-1)).squeeze(-1) * mask  # (B, T)
+            ref_logprobs_full = reference_logprobs(self.ref_model, input_ids, attention_mask, response, c.temperature)
+            old_logprobs = gather_tokens(logprobs_full, response) * mask  # (B, T)
             kl = kl_per_token(logprobs_full, ref_logprobs_full, response, c.kl_estimator) * mask  # (B, T)
             entropy = entropy_from_logprobs(logprobs_full)  # (B, T)
             beta = self.kl_ctl.value
@@ -377,7 +362,7 @@ class PPOTrainer:
             for start in range(0, batch, c.mini_batch_size):
                 idx = order[start : start + c.mini_batch_size]
                 logprobs_mb, values_mb = self._policy_forward(input_ids[idx], attention_mask[idx], response[idx])
-                new_logprobs = logprobs_mb.gather(-1, response[idx].unsqueeze(-1)).squeeze(-1)
+                new_logprobs = gather_tokens(logprobs_mb, response[idx])
                 loss, mb_stats = ppo_loss(
                     new_logprobs, old_logprobs[idx], advantages[idx], values_mb, old_values[idx],
                     returns[idx], mask[idx], c.cliprange, c.cliprange_value, c.vf_coef,
@@ -439,53 +424,9 @@ class PPOTrainer:
         self.step_count = int(state["step_count"])
 
     def save(self, directory: str | os.PathLike, tokenizer: Any = None) -> Path:
-        """Writes ``model/`` (HF format, value head included), ``trainer_state.pt`` atomically.
-
-        The directory is first written under a temporary name and then renamed into place, so an
-        interrupted save never leaves a half-written checkpoint.
-        """
-        directory = Path(directory)
-        tmp = directory.with_name(directory.name + ".tmp")
-        if tmp.exists():
-            _rmtree(tmp)
-        tmp.mkdir(parents=True)
-        self.policy.save_pretrained(tmp / "model")
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp / "model")
-        torch.save(self.state_dict(), tmp / "trainer_state.pt")
-        old = directory.with_name(directory.name + ".old")
-        if directory.exists():
-            if old.exists():
-                _rmtree(old)
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old.exists():
-            _rmtree(old)
-        return directory
+        """Writes ``model/`` (HF format, value head included), ``trainer_state.pt`` atomically."""
+        return save_checkpoint(directory, self.policy, self.state_dict(), tokenizer)
 
     def load(self, directory: str | os.PathLike) -> None:
         """Restores policy weights and trainer state written by :meth:`save`."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        weights = sorted((directory / "model").glob("*.safetensors"))
-        if not weights:
-            raise ValueError(f"{directory}/model has no .safetensors weights; is it a PPO checkpoint?")
-        state: dict[str, torch.Tensor] = {}
-        for file in weights:
-            state.update(load_file(file))
-        missing, unexpected = self.policy.load_state_dict(state, strict=False)
-        # save_pretrained stores tied tensors (lm_head = shared embedding) once; a missing key is fine
-        # when its tensor is shared with a loaded one
-        own = self.policy.state_dict()
-        loaded_ptrs = {own[k].data_ptr() for k in state if k in own}
-        missing = [k for k in missing if own[k].data_ptr() not in loaded_ptrs]
-        if missing or unexpected:
-            raise ValueError(f"checkpoint {directory} does not match the policy: {missing=} {unexpected=}")
-        self.load_state_dict(torch.load(directory / "trainer_state.pt", weights_only=True))
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path)
+        self.load_state_dict(load_checkpoint(directory, self.policy))
