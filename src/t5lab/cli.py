@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
-            if err.name == name:
-                continue
+            if err.name is not None and (name == err.name or name.startswith(err.name + ".")):
+                continue  # the module or its package is not written yet
             raise
         module.add_commands(sub)
     return parser
