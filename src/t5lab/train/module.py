@@ -147,10 +147,8 @@ class T5LabModule(pl.LightningModule):
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # Decide logits_to_keep while the labels are still on the host: on a GPU, reading it from the
         # device copy inside training_step would be a host sync every step.
-        trainer = self._trainer
         if (
-            trainer is not None
-            and trainer.training
+            self._in_training_loop()
             and self.kind in ("prefix_lm", "causal_lm")
             and isinstance(batch, dict)
             and "labels" in batch
@@ -170,7 +168,7 @@ class T5LabModule(pl.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Seed dropout from (seed, epoch, batch, rank): the random stream of a step never depends on
         # what ran before it (validation, a restart), so a resumed run is bit-identical.
-        rank = self.trainer.global_rank if self._trainer is not None else 0
+        rank = self.global_rank  # 0 without a trainer
         seed = hash((self.cfg.train.seed, self.current_epoch, batch_idx, rank)) % (2**63)
         # only the generators this step draws from: torch.manual_seed also seeds every CUDA / MPS / XPU
         # device there is (~0.2 ms per call on a CPU-only machine, measured: ~0.5% of a tiny step)
@@ -179,13 +177,6 @@ class T5LabModule(pl.LightningModule):
             torch.cuda.manual_seed(seed)  # the current device's generator (dropout on the GPU)
         elif self.device.type == "mps":
             torch.mps.manual_seed(seed)
-        # Lightning's logging counter (`_batches_that_stepped`, which drives log_every_n_steps) comes
-        # back one ahead after a restore from an epoch-end checkpoint; align it with global_step so a
-        # resumed run logs the same rows as an uninterrupted one (tests/train/test_resume.py). In an
-        # uninterrupted run without gradient accumulation the two are equal anyway.
-        loop = self.trainer.fit_loop.epoch_loop
-        if batch_idx == 0 and self.trainer.accumulate_grad_batches == 1 and hasattr(loop, "_batches_that_stepped"):
-            loop._batches_that_stepped = self.global_step
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, n = self._train_loss(batch)
@@ -202,19 +193,54 @@ class T5LabModule(pl.LightningModule):
             self._raise_if_non_finite(bad, loss)
         else:  # CUDA: remember it, read at the next logging step or checkpoint (see _check_now)
             self._bad_t = self._bad_t + bad
-        # Lightning's own decision for this step (private API: if a Lightning release drops it, log every step)
-        if getattr(getattr(self.trainer, "_logger_connector", None), "should_update_logs", True):
-            # only the steps Lightning writes (log_every_n_steps): a self.log call costs ~0.1-1 ms of
-            # Python per value on CPU, and the counters need a host read
+        if self._logging_step(batch_idx):
+            # only every log_every_n_steps steps: the counters need a host read, and a self.log call
+            # costs ~0.1-1 ms of Python per value on CPU
             self._raise_if_non_finite(self._bad_t)
-            # `step` names the metrics.csv row: optimizer steps done once this batch is applied (Lightning's
-            # own logging step restarts one off after a resume from an epoch-end checkpoint)
-            self.log("step", float(self.global_step + 1), on_step=True, on_epoch=False)
-            self.log("train_loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=rows)
-            self.log("samples", float(self.samples_seen), on_step=True, on_epoch=False, reduce_fx="max")
-            self.log("tokens", float(self.tokens_seen), on_step=True, on_epoch=False, reduce_fx="max")
-            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+            self._log_train_row(loss.detach(), rows)
         return loss
+
+    def _logging_step(self, batch_idx: int) -> bool:
+        """Whether this training batch writes a metrics row: it completes an optimizer step (the last
+        micro-batch of an accumulation window) whose number is a multiple of ``log_every_n_steps``
+        (0: never), or the trainer is stopping.
+
+        Counted from ``trainer.global_step`` (optimizer steps, restored exactly by a resume), the
+        count Lightning's own logging cadence follows in an uninterrupted run.
+        """
+        trainer = self.trainer
+        every = trainer.log_every_n_steps
+        done = batch_idx + 1
+        steps = done % trainer.accumulate_grad_batches == 0 or done == trainer.num_training_batches
+        return every > 0 and steps and ((self.global_step + 1) % every == 0 or trainer.should_stop)
+
+    def _log_train_row(self, loss: torch.Tensor, rows: int) -> None:
+        """Write one training row to every logger, at the step of the optimizer step this batch completes.
+
+        The row goes to the loggers directly (``Logger.log_metrics``, public API) rather than through
+        ``self.log``, whose step rows Lightning writes on a cadence of its own internal counter: after
+        a resume from an epoch-end checkpoint that counter restarts one ahead of ``global_step`` and
+        would drop every row (tests/train/test_resume.py). ``train_loss`` also goes through
+        ``self.log`` for the progress bar and callbacks (early stopping may monitor it), not to loggers.
+        """
+        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=rows)
+        row = {
+            "train_loss": float(loss),
+            "samples": self.samples_seen,
+            "tokens": self.tokens_seen,
+            "lr": float(self.trainer.optimizers[0].param_groups[0]["lr"]),
+        }
+        for logger in self.loggers:
+            logger.log_metrics(row, step=self.global_step + 1)
+            logger.save()
+
+    def _in_training_loop(self) -> bool:
+        """Whether a trainer is attached and running its training loop (``self.trainer`` raises when
+        the module is used on its own)."""
+        try:
+            return bool(self.trainer.training)
+        except RuntimeError:
+            return False
 
     def _check_now(self) -> bool:
         """Whether to read the non-finite flag on the host at every step.
