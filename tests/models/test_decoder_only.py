@@ -14,6 +14,7 @@ from transformers.models.t5.modeling_t5 import T5Stack
 
 import t5lab  # noqa: F401  (registers the variants with the Auto classes)
 from t5lab.models.decoder_only import T5DecoderOnlyConfig, T5DecoderOnlyForCausalLM
+from t5lab.models.t5core import CACHE_FIELD
 from tests.conftest import TINY_T5
 
 TINY = {k: v for k, v in TINY_T5.items() if k not in ("num_decoder_layers", "decoder_start_token_id")}
@@ -212,18 +213,6 @@ def test_eager_equals_sdpa_with_prefix_and_padding():
         sdpa = make_model(attn="sdpa")(input_ids, attention_mask=attention_mask, prefix_mask=prefix_mask)
     real = attention_mask.bool()
     torch.testing.assert_close(eager.logits[real], sdpa.logits[real])
-
-
-def test_flex_attention_gets_a_batch_sized_position_bias():
-    """transformers' flex score_mod reads bias[batch_idx, ...]: T5's (1, H, Q, K) bias overflows for B > 1."""
-    model = make_model(attn="flex_attention")
-    attention = model.decoder.block[0].layer[0].SelfAttention
-    attention.bias_batch_size = 3
-    bias = attention.compute_bias(4, 4)
-    assert bias.shape == (3, TINY["num_heads"], 4, 4)
-    assert torch.equal(bias[2], bias[0])
-    attention.bias_batch_size = None
-    assert attention.compute_bias(4, 4).shape == (1, TINY["num_heads"], 4, 4)
 
 
 @pytest.mark.slow
@@ -520,8 +509,6 @@ def test_bad_inputs_raise_clear_errors():
         model(input_ids, prefix_mask=torch.full((2, 6), 0.5))
     with pytest.raises(ValueError, match="0/1"):
         model(input_ids, prefix_mask=torch.full((2, 6), 2))
-    with pytest.raises(ValueError, match="4D attention_mask"):
-        model(input_ids, prefix_mask=torch.ones(2, 6), attention_mask=torch.zeros(2, 1, 6, 6))
     with pytest.raises(ValueError, match="labels has shape"):
         model(input_ids, labels=input_ids[:, 1:])
     with pytest.raises(ValueError, match="attention_mask has shape"):
@@ -681,3 +668,105 @@ def test_segment_ids_bad_inputs():
         model(ids, segment_ids=seg[:, :4], use_cache=False)
     with pytest.raises(ValueError, match="replace attention_mask"):
         model(ids, segment_ids=seg, attention_mask=torch.ones_like(ids), use_cache=False)
+
+
+# --------------------------------------------------------------------------------------------
+# what transformers' common tests pass (defects found by ModelTesterMixin / GenerationTesterMixin)
+# --------------------------------------------------------------------------------------------
+
+
+def test_shift_labels_equal_labels():
+    model = make_model()
+    input_ids = tokens(2, 8)
+    labels = input_ids.clone()
+    labels[0, :3] = -100
+    shifted = F.pad(labels[:, 1:], (0, 1), value=-100)
+    with torch.no_grad():
+        from_labels = model(input_ids, labels=labels).loss
+        from_shifted = model(input_ids, shift_labels=shifted).loss
+    torch.testing.assert_close(from_shifted, from_labels)
+
+
+def test_return_dict_false_gives_a_tuple():
+    model = make_model()
+    input_ids = tokens(2, 6)
+    with torch.no_grad():
+        out = model(input_ids, labels=input_ids)
+        as_tuple = model(input_ids, labels=input_ids, return_dict=False, use_cache=True)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], out.loss)
+    torch.testing.assert_close(as_tuple[1], out.logits)
+    assert as_tuple[2].get_seq_length() == 6  # the cache
+
+
+def test_cache_comes_back_under_the_installed_versions_name():
+    model = make_model()
+    with torch.no_grad():
+        out = model(tokens(1, 4), use_cache=True)
+        step = model(tokens(1, 1), **{CACHE_FIELD: getattr(out, CACHE_FIELD)}, use_cache=True)
+    assert getattr(step, CACHE_FIELD).get_seq_length() == 5
+
+
+def test_prefix_with_a_prepared_4d_mask_equals_the_2d_mask():
+    model = make_model()
+    input_ids = tokens(2, 7)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, :2] = 0
+    prefix_mask = torch.zeros_like(input_ids)
+    prefix_mask[0, 2:4] = 1
+    prefix_mask[1, :3] = 1
+    causal = torch.ones(7, 7, dtype=torch.bool).tril()
+    four_d = (causal[None] & attention_mask.bool()[:, None, :])[:, None]  # (B, 1, T, T), as generate builds it
+    additive = torch.where(four_d, 0.0, torch.finfo(torch.float32).min)
+    with torch.no_grad():
+        want = model(input_ids, attention_mask=attention_mask, prefix_mask=prefix_mask).logits
+        got_bool = model(input_ids, attention_mask=four_d, prefix_mask=prefix_mask).logits
+        got_float = model(input_ids, attention_mask=additive, prefix_mask=prefix_mask).logits
+    real = attention_mask.bool()
+    torch.testing.assert_close(got_bool[real], want[real])
+    torch.testing.assert_close(got_float[real], want[real])
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_prefix_generation_with_a_static_cache_equals_dynamic(padded):
+    model = make_model(prefix_lm=True)
+    input_ids = tokens(2, 6)
+    attention_mask = torch.ones_like(input_ids)
+    if padded:
+        input_ids[0, :2] = 0
+        attention_mask[0, :2] = 0
+    common = dict(attention_mask=attention_mask, max_new_tokens=5, do_sample=False, eos_token_id=None, pad_token_id=0)
+    dynamic = model.generate(input_ids, **common)
+    static = model.generate(input_ids, cache_implementation="static", **common)
+    assert torch.equal(static, dynamic)
+
+
+def test_prefix_assisted_decoding_equals_greedy():
+    model = make_model(prefix_lm=True)
+    assistant = make_model(seed=5, num_layers=1, prefix_lm=True)
+    input_ids = tokens(1, 6)
+    common = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+    greedy = model.generate(input_ids, **common)
+    assisted = model.generate(input_ids, assistant_model=assistant, **common)
+    assert torch.equal(assisted, greedy)
+
+
+def test_inputs_embeds_equal_input_ids_and_legacy_checkpointing_flag():
+    model = make_model()
+    input_ids = tokens(2, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(model(inputs_embeds=model.shared(input_ids)).logits, model(input_ids).logits)
+    legacy = T5DecoderOnlyForCausalLM(T5DecoderOnlyConfig(**TINY, gradient_checkpointing=True)).train()
+    legacy(input_ids, labels=input_ids).loss.backward()
+    # transformers 5.24 renamed gradient_checkpointing_enable (the old name warns)
+    enable = getattr(legacy, "activation_checkpointing_enable", None) or legacy.gradient_checkpointing_enable
+    enable()
+    assert legacy.decoder.gradient_checkpointing
+    legacy(input_ids, labels=input_ids).loss.backward()
+
+
+def test_output_hidden_states_and_attentions_have_transformers_names_and_lengths():
+    model = make_model()
+    out = model(tokens(2, 5), output_hidden_states=True, output_attentions=True)
+    assert len(out.hidden_states) == TINY["num_layers"] + 1 and len(out.attentions) == TINY["num_layers"]
+    assert out.attentions[0].shape == (2, TINY["num_heads"], 5, 5)

@@ -1,11 +1,12 @@
 """A true decoder-only T5: one self-attention stack, inputs and targets in one sequence.
 
 This is t5x's ``DecoderOnlyModel`` (Raffel et al. 2020, *Exploring the Limits of Transfer Learning
-with a Unified Text-to-Text Transformer*, sec. 3.2.1 "language model" and "prefix LM") built from
-transformers' own T5 parts:
+with a Unified Text-to-Text Transformer*, sec. 3.2.1 "language model" and "prefix LM") built on
+t5lab's T5 core (:mod:`t5lab.models.t5core`):
 
-- ``T5Stack`` with ``is_decoder=True`` (causal self-attention, T5's one-way relative position
-  buckets, a DynamicCache), whose blocks lose their cross-attention layer;
+- a ``T5Stack`` in decoder mode without cross-attention (causal self-attention, T5's one-way
+  relative position buckets, a transformers ``DynamicCache`` / ``StaticCache``); block 0's
+  ``layer.1`` is a parameterless placeholder so the names are a T5 decoder's;
 - a tied LM head with T5's ``d_model ** -0.5`` output scaling;
 - an optional *prefix*: ``prefix_mask[b, t] = 1`` marks the input part of a row, whose positions
   attend to each other in both directions (t5x ``inputs_bidirectional_attention``); every other
@@ -15,9 +16,9 @@ Relative position in the prefix. A T5 decoder buckets ``key - query`` one way
 (``bidirectional=False``): every key *after* the query lands in bucket 0, the bucket of distance 0.
 In a prefix a query does see later keys, and with one-way buckets it cannot tell its right
 neighbour from a token 50 positions on (t5x has exactly this behaviour). We keep the decoder's
-backward buckets untouched, so ``prefix_mask=None`` *is* the HF decoder stack and a T5 checkpoint
-keeps the meaning of its relative-bias table, and add a separate learned table for forward
-distances (``config.prefix_forward_buckets`` rows, T5's log bucketing, see
+backward buckets untouched, so ``prefix_mask=None`` *is* transformers' T5 decoder stack and a T5
+checkpoint keeps the meaning of its relative-bias table, and add a separate learned table for
+forward distances (``config.prefix_forward_buckets`` rows, T5's log bucketing, see
 :func:`t5lab.models.masks.forward_relative_position_bucket`). ``prefix_forward_buckets=0``
 reproduces t5x. Only queries in the prefix ever read the forward table: elsewhere forward keys are
 masked. We chose a second table over switching to bidirectional buckets because the latter
@@ -27,8 +28,6 @@ with a causal T5 decoder and initialisation from a T5 checkpoint.
 
 from __future__ import annotations
 
-import copy
-import inspect
 import logging
 import os
 from typing import Any
@@ -40,13 +39,18 @@ from transformers import AutoConfig, AutoModelForCausalLM, T5Config
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
-from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.modeling_utils import slice_logits_to_keep
-from transformers.models.t5.modeling_t5 import T5Attention, T5PreTrainedModel, T5Stack
 
 from t5lab.models import masks
 from t5lab.models.loading import LoadReport
+from t5lab.models.t5core import (
+    T5Attention,
+    T5CorePreTrainedModel,
+    T5Stack,
+    cache_output,
+    resolve_cache,
+    static_cache_length,
+)
 
 logger = logging.getLogger("t5lab")
 
@@ -133,102 +137,56 @@ class T5DecoderOnlyConfig(T5Config):
 class T5PrefixLMSelfAttention(T5Attention):
     """Self-attention of block 0: T5 decoder buckets backwards, a second table forwards.
 
-    Why override ``compute_bias``: ``T5Stack`` lets block 0 compute the position bias once and
-    hands it to every later block; overriding the one method that computes it keeps the whole
-    HF stack (masks, cache, attention back-ends) unchanged. Backward distances go through
-    ``T5Attention.compute_bias`` itself, so they stay bit-identical to HF's decoder (parity test in
-    ``tests/models/test_decoder_only.py``).
+    Why override ``compute_bias``: the stack asks block 0 for the position bias once and hands it
+    to every block, so the one method that computes it is the whole change. Backward distances go
+    through ``T5Attention.compute_bias`` itself, so they stay bit-identical to a T5 decoder (parity
+    test in ``tests/models/test_decoder_only.py``).
     """
 
     def __init__(self, config: T5Config, layer_idx: int = 0):
-        super().__init__(config, has_relative_attention_bias=True, layer_idx=layer_idx, is_causal=True)
+        super().__init__(config, has_relative_attention_bias=True, layer_idx=layer_idx, is_decoder=True)
         self.prefix_forward_buckets = config.prefix_forward_buckets or 0
         self.prefix_forward_bias = (
-            nn.Embedding(self.prefix_forward_buckets, self.n_heads)
-            if self.prefix_forward_buckets > 0
-            else None
+            nn.Embedding(self.prefix_forward_buckets, self.n_heads) if self.prefix_forward_buckets > 0 else None
         )
-        # Set by T5DecoderOnlyForCausalLM.forward for flex attention only: transformers' flex
-        # score_mod indexes the bias as bias[batch_idx, ...], which overflows T5's batch-1 bias for
-        # batch > 1 (T5ForConditionalGeneration fails the same way); an expanded view fixes it.
-        self.bias_batch_size: int | None = None
 
     def compute_bias(self, query_length, key_length, device=None, past_seen_tokens=0):
         """Position bias of shape ``(1, num_heads, query_length, key_length)``."""
-        values = super().compute_bias(
-            query_length, key_length, device=device, past_seen_tokens=past_seen_tokens
+        values = super().compute_bias(query_length, key_length, device=device, past_seen_tokens=past_seen_tokens)
+        if self.prefix_forward_bias is None:
+            return values  # t5x: forward distances share the decoder's bucket 0
+        relative = masks.relative_positions(query_length, key_length, device=values.device) - past_seen_tokens  # (Q, K)
+        buckets = masks.forward_relative_position_bucket(
+            relative, self.prefix_forward_buckets, self.relative_attention_max_distance
         )
-        if self.prefix_forward_bias is not None:
-            relative = masks.relative_positions(
-                query_length, key_length, past_seen_tokens, device=values.device
-            )  # (Q, K), key - query
-            buckets = masks.forward_relative_position_bucket(
-                relative, self.prefix_forward_buckets, self.relative_attention_max_distance
-            )
-            forward = self.prefix_forward_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, Q, K)
-            values = torch.where(relative[None, None] > 0, forward, values)
-        # else t5x: forward distances share the decoder's bucket 0
-        if self.bias_batch_size is not None:
-            values = values.expand(self.bias_batch_size, -1, -1, -1)  # (B, H, Q, K) view, flex only
-        return values
+        forward = self.prefix_forward_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, Q, K)
+        return torch.where(relative[None, None] > 0, forward, values)
 
 
-class _CrossAttnPlaceholder(nn.Module):
-    """Placeholder for the cross-attention layer (``block.i.layer.1``) a decoder-only model lacks.
-
-    ``T5Block.forward`` only calls ``layer[1]`` when ``encoder_hidden_states`` is given and uses
-    ``layer[-1]`` as the feed-forward layer, so this placeholder keeps the parameter names of a
-    T5 decoder (``layer.0`` self-attention, ``layer.2`` feed-forward): a T5 decoder's tensors load
-    one-to-one and its cross-attention shows up as unused. (Named "Attn", not "Attention": transformers'
-    ``_can_set_attn_implementation`` greps the module source for ``class *Attention*(nn.Module)``.)
-    """
-
-    def forward(self, *args: Any, **kwargs: Any):
-        raise ValueError("T5DecoderOnlyForCausalLM has no cross-attention: do not pass encoder_hidden_states")
-
-
-def _decoder_only_stack(config: T5DecoderOnlyConfig) -> T5Stack:
-    """An HF ``T5Stack`` in decoder mode, with the prefix-aware block-0 attention and no cross-attention."""
-    stack_config = copy.deepcopy(config)
-    stack_config.is_decoder = True
-    stack = T5Stack(stack_config)
-    for i, block in enumerate(stack.block):
-        block.layer[1] = _CrossAttnPlaceholder()
-        if i == 0:
-            block.layer[0].SelfAttention = T5PrefixLMSelfAttention(stack_config, layer_idx=0)
+def _decoder_only_stack(config: T5DecoderOnlyConfig, embed_tokens: nn.Embedding) -> T5Stack:
+    """A core ``T5Stack`` in decoder mode, without cross-attention, with the prefix-aware block-0 attention."""
+    stack = T5Stack(config, embed_tokens, is_decoder=True, cross_attention=False)
+    if len(stack.block):
+        stack.block[0].layer[0].SelfAttention = T5PrefixLMSelfAttention(config, layer_idx=0)
     return stack
 
 
-def _prefix_lm_attention_mask(
-    config: T5Config,
-    inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    past_key_values: Cache | None,
-    prefix_mask: torch.Tensor,
-):
-    """The prefix-LM mask in the form the configured attention back-end wants, via ``create_causal_mask``.
-
-    ``config`` must be the stack's config: it decides eager (additive float), sdpa (bool) or flex
-    (``BlockMask``). The prefix is handed over as ``block_sequence_ids`` (prefix = block 0, the rest
-    -1 = causal), transformers' own "bidirectional block inside a causal mask"; it is the same mask
-    as ``or_mask_function=masks.prefix_lm_mask_function(prefix_mask)`` (tested) but is built by
-    broadcasting, while any ``or_mask_function`` makes transformers build the mask with vmap:
-    3.8 ms instead of 56 ms for batch 8 x 128 tokens on one CPU thread.
-    """
-    prefix_mask = prefix_mask.to(inputs_embeds.device)
-    common = dict(
-        config=config,
-        inputs_embeds=inputs_embeds,
-        attention_mask=attention_mask,
-        past_key_values=past_key_values,
-    )
-    if _HAS_BLOCK_SEQUENCE_IDS:
-        block_ids = masks.prefix_block_ids(prefix_mask)  # (B, past + T): 0 on the prefix, -1 elsewhere
-        return create_causal_mask(**common, block_sequence_ids=block_ids)
-    return create_causal_mask(**common, or_mask_function=masks.prefix_lm_mask_function(prefix_mask))
+def _slice_logits_to_keep(hidden: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
+    """The hidden states whose logits are wanted (transformers' ``logits_to_keep`` convention)."""
+    if isinstance(logits_to_keep, int):
+        return hidden[:, -logits_to_keep:] if logits_to_keep else hidden  # 0 keeps all
+    if logits_to_keep.dim() == 2 and logits_to_keep.dtype == torch.bool:
+        return hidden[logits_to_keep]  # (N, D)
+    if logits_to_keep.dim() == 2:
+        return torch.take_along_dim(hidden, logits_to_keep[..., None], dim=1)  # (B, n, D)
+    return hidden[:, logits_to_keep]  # (B, n, D)
 
 
-_HAS_BLOCK_SEQUENCE_IDS = "block_sequence_ids" in inspect.signature(create_causal_mask).parameters
+def _allowed(mask: torch.Tensor) -> torch.Tensor:
+    """A prepared 4D mask as bool "may attend" (an additive float mask hides where it is very negative)."""
+    if mask.dtype == torch.bool:
+        return mask
+    return mask > torch.finfo(mask.dtype).min / 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,7 +194,7 @@ _HAS_BLOCK_SEQUENCE_IDS = "block_sequence_ids" in inspect.signature(create_causa
 # ---------------------------------------------------------------------------------------------
 
 
-class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
+class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
     """Decoder-only T5 language model (causal or prefix LM), as t5x ``DecoderOnlyModel``.
 
     Parameter names follow a T5 encoder-decoder's decoder (``shared``, ``decoder.block.*``,
@@ -254,30 +212,23 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model_dim = config.d_model
         self.shared = nn.Embedding(config.vocab_size, config.d_model)
-        self.decoder = _decoder_only_stack(config)
+        self.decoder = _decoder_only_stack(config, self.shared)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.load_report: LoadReport | None = None
         self.post_init()
 
     @torch.no_grad()
     def _init_weights(self, module):
-        """T5's initialisation, plus the embedding and the forward-distance table it does not know."""
+        """T5's initialisation, plus the embedding and the forward-distance table."""
         super()._init_weights(module)
         factor = self.config.initializer_factor
         if isinstance(module, T5DecoderOnlyForCausalLM):
             init.normal_(module.shared.weight, mean=0.0, std=factor * 1.0)
+            if not self.config.tie_word_embeddings:
+                init.normal_(module.lm_head.weight, mean=0.0, std=factor * 1.0)
         elif isinstance(module, T5PrefixLMSelfAttention) and module.prefix_forward_bias is not None:
             # same scale as T5's relative_attention_bias
             init.normal_(module.prefix_forward_bias.weight, mean=0.0, std=factor * self.config.d_model**-0.5)
-
-    @classmethod
-    def is_custom_code(cls) -> bool:
-        # transformers 5 flags every class outside its package as custom code, and for custom code
-        # `_initialize_weights` skips modules whose own parameters look initialised, which silently
-        # dropped T5's scaled init of the attention projections (q std 1.0 instead of
-        # (d_model * d_kv)**-0.5). `_init_weights` only uses transformers' flag-aware `init`
-        # helpers, so the guard is not needed. Covered by test_init_matches_transformers_t5.
-        return False
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.shared
@@ -289,6 +240,9 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
+    def get_decoder(self) -> T5Stack:
+        return self.decoder
+
     # -----------------------------------------------------------------------------------------
     # forward
     # -----------------------------------------------------------------------------------------
@@ -299,25 +253,33 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         prefix_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         use_cache: bool | None = None,
         inputs_embeds: torch.Tensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         segment_ids: torch.Tensor | None = None,
+        shift_labels: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs: Any,
-    ) -> CausalLMOutputWithPast:
+    ) -> CausalLMOutputWithPast | tuple:
         """Run the stack and the LM head.
 
         Args:
             input_ids: ``(B, T)`` token ids (or give ``inputs_embeds`` ``(B, T, d_model)``).
-            attention_mask: ``(B, past + T)``, 1 on real tokens, 0 on padding.
+            attention_mask: ``(B, past + T)``, 1 on real tokens, 0 on padding; or a prepared 4D
+                ``(B, 1, T, K)`` mask (bool or additive, with causality; generate() passes one with a
+                static cache), to which ``prefix_mask`` adds the bidirectional prefix.
             prefix_mask: ``(B, past + T)``, 1 on the bidirectional prefix (the input part), 0 elsewhere;
                 None is a causal LM. The prefix of a row must precede its other real tokens
                 (with ``segment_ids``: the prefix of each segment precedes its other tokens).
             labels: ``(B, T)``, *not* shifted: ``logits[:, t]`` predicts ``labels[:, t + 1]``;
                 -100 is ignored (put it on the prefix to train on targets only). The loss is the
                 mean over all non-ignored tokens of the batch.
-            past_key_values: A transformers ``Cache`` (DynamicCache) from an earlier call.
+            cache: A transformers ``Cache`` (``DynamicCache``, ``StaticCache``) from an earlier call;
+                ``past_key_values=`` is the same argument under the name transformers < 5.24 uses.
             use_cache: Return the cache (default ``config.use_cache``).
             inputs_embeds: Embeddings instead of ``input_ids``.
             logits_to_keep: Compute logits only where they are needed, as transformers' causal LMs
@@ -334,36 +296,40 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
                 plus its own bidirectional prefix when ``prefix_mask`` is given); replaces
                 ``attention_mask`` and cannot be used with a cache. Relative positions need no
                 change: T5's bias (and the prefix's forward table) depend on the distance only.
-            **kwargs: Passed to ``T5Stack`` (``output_attentions``, ``output_hidden_states``, ...).
+            shift_labels: Already shifted labels, aligned with the (kept) logits, instead of ``labels``
+                (transformers' loss convention).
+            output_attentions, output_hidden_states, return_dict: as in transformers.
+            **kwargs: Passed to the loss (``num_items_in_batch``); other generation kwargs are ignored.
 
         Returns:
             ``CausalLMOutputWithPast`` with ``logits`` ``(B, T, vocab)`` (``(B, n, vocab)`` with
-            ``logits_to_keep``), ``loss`` when ``labels`` are given, and ``past_key_values`` when
-            caching.
+            ``logits_to_keep``), ``loss`` when labels are given, and the cache when caching (field
+            ``cache`` on transformers >= 5.24, ``past_key_values`` before). A tuple with
+            ``return_dict=False``.
 
         Raises:
             ValueError: On inputs of the wrong shape, a prefix that does not come first, or a label
                 that only a position dropped by ``logits_to_keep`` would predict.
         """
+        cache = resolve_cache(cache, past_key_values)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("T5DecoderOnlyForCausalLM: pass exactly one of input_ids or inputs_embeds")
         use_cache = use_cache if use_cache is not None else self.config.use_cache
         if inputs_embeds is None:
             inputs_embeds = self.shared(input_ids)  # (B, T, D)
         batch, length = inputs_embeds.shape[:2]
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if use_cache and cache is None and not (self.decoder.gradient_checkpointing and self.training):
+            cache = DynamicCache()
+        static = static_cache_length(cache)
+        past = cache.get_seq_length() if cache is not None else 0  # a tensor for a StaticCache
 
-        if (
-            attention_mask is not None
-            and attention_mask.dim() == 2
-            and attention_mask.shape != (batch, past + length)
-        ):
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)} but must be (batch, past + length) = "
-                f"({batch}, {past + length}): it covers the cached tokens too"
-            )
+        if attention_mask is not None and attention_mask.dim() == 2 and static is None:
+            if attention_mask.shape != (batch, past + length):
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)} but must be (batch, past + length) = "
+                    f"({batch}, {past + length}): it covers the cached tokens too"
+                )
         if labels is not None and labels.shape != (batch, length):
             raise ValueError(
                 f"labels has shape {tuple(labels.shape)} but must match the inputs, ({batch}, {length}) "
@@ -374,53 +340,79 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
         if segment_ids is not None:
             mask = self._packed_mask(segment_ids, prefix_mask, attention_mask, inputs_embeds, past)
         elif prefix_mask is not None:
-            self._check_prefix_mask(prefix_mask, attention_mask, batch, past + length)
-            # Only a query inside the prefix looks ahead; if none of this call's queries is in the
-            # prefix (e.g. every decoding step) the mask is the causal one and we keep HF's fast path.
-            if prefix_mask[:, past:].bool().any():
-                mask = _prefix_lm_attention_mask(
-                    self.decoder.config, inputs_embeds, attention_mask, past_key_values, prefix_mask
-                )  # 4D bool (sdpa), float (eager) or BlockMask (flex): T5Stack passes it through as is
+            mask = self._prefix_mask_4d(prefix_mask, attention_mask, batch, length, past, static)
 
-        flex = self.decoder.config._attn_implementation == "flex_attention"
-        self.decoder.block[0].layer[0].SelfAttention.bias_batch_size = batch if flex else None
         outputs = self.decoder(
             inputs_embeds=inputs_embeds,
             attention_mask=mask,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
-            **kwargs,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         hidden = outputs.last_hidden_state  # (B, T, D)
-        if self.config.scale_decoder_outputs:
+        if getattr(self.config, "scale_decoder_outputs", self.config.tie_word_embeddings):
             # T5 rescales before the tied head (Mesh TF); T5 v1.1 checkpoints turn it off
             hidden = hidden * (self.model_dim**-0.5)
-        logits = self.lm_head(slice_logits_to_keep(hidden, logits_to_keep))  # (B, T', V)
+        logits = self.lm_head(_slice_logits_to_keep(hidden, logits_to_keep))  # (B, T', V)
 
         loss = None
-        if labels is not None:
+        if labels is not None or shift_labels is not None:
             # transformers' ForCausalLMLoss: shifts, ignores -100, token-weighted mean; with
             # logits_to_keep we shift here and hand it the labels of the kept positions
-            shift_labels = (
-                None
-                if isinstance(logits_to_keep, int) and logits_to_keep == 0
-                else self._kept_shift_labels(labels, logits_to_keep)
-            )
+            keep_all = isinstance(logits_to_keep, int) and logits_to_keep == 0
+            if shift_labels is None and not keep_all:
+                shift_labels = self._kept_shift_labels(labels, logits_to_keep)
             loss = self.loss_function(
-                logits=logits,
-                labels=labels,
-                vocab_size=self.config.vocab_size,
-                shift_labels=shift_labels,
-                **kwargs,
+                logits=logits, labels=labels, vocab_size=self.config.vocab_size, shift_labels=shift_labels, **kwargs
             )
 
-        return CausalLMOutputWithPast(
+        output = CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values if use_cache else None,
+            **cache_output(cache if use_cache else None),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+        return output if return_dict else output.to_tuple()
+
+    def _prefix_mask_4d(
+        self,
+        prefix_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        batch: int,
+        length: int,
+        past: int | torch.Tensor,
+        static: int | None,
+    ) -> torch.Tensor | None:
+        """The prefix-LM mask as a bool ``(B, 1, T, K)``, or ``attention_mask`` as is when no query of
+        this call is in the prefix (every decoding step): the stack's causal mask is then exact."""
+        prefix_mask = prefix_mask.to(self.device)
+        prepared = attention_mask is not None and attention_mask.dim() != 2
+        if attention_mask is not None and not prepared:
+            full = attention_mask.shape[1]
+        elif static is not None:
+            full = prefix_mask.shape[-1]
+        else:
+            full = past + length
+        compiling = torch.compiler.is_compiling()
+        if not compiling:
+            # with a prepared 4D mask the padding is unknown here, so the prefix order is not checked
+            self._check_prefix_mask(prefix_mask, attention_mask, batch, full, check_order=not prepared)
+            # only a query inside the prefix looks ahead
+            if not prefix_mask[:, -length:].bool().any():
+                return attention_mask
+        key_length = static if static is not None else full
+        prefix = prefix_mask.bool()
+        if prepared:
+            both = prefix[:, -length:, None] & prefix[:, None, :]  # (B, T, L)
+            both = nn.functional.pad(both, (0, key_length - both.shape[-1]), value=False)[:, None]
+            return _allowed(attention_mask.to(self.device)) | both  # (B, 1, T, K)
+        allowed = masks.prefix_lm_query_mask(prefix, length)  # (B, T, L)
+        if attention_mask is not None:
+            allowed = allowed & attention_mask.to(self.device).bool()[:, None, :]
+        return nn.functional.pad(allowed, (0, key_length - allowed.shape[-1]), value=False)[:, None]
 
     @staticmethod
     def _kept_shift_labels(labels: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
@@ -463,11 +455,9 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor,
         past: int,
     ) -> torch.Tensor:
-        """Additive ``(B, 1, T, T)`` mask of a packed batch: block-diagonal by segment, causal inside a
+        """Bool ``(B, 1, T, T)`` mask of a packed batch: block-diagonal by segment, causal inside a
         segment, bidirectional on each segment's prefix (Krell et al. 2021, arXiv:2107.02027)."""
         batch, length = inputs_embeds.shape[:2]
-        if self.decoder.config._attn_implementation not in ("eager", "sdpa"):
-            raise ValueError("segment_ids need attn_implementation eager or sdpa (a dense 4D mask)")
         if past or attention_mask is not None:
             raise ValueError("segment_ids replace attention_mask and cannot be combined with a cache (past tokens)")
         if segment_ids.shape != (batch, length):
@@ -482,11 +472,15 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
             if late.any():
                 raise ValueError("prefix_mask marks a prefix position after a target token of the same segment")
         allowed = masks.segment_mask(segment_ids, segment_ids, causal=True, prefix_mask=prefix_mask)  # (B, T, T)
-        return masks.to_additive(allowed, inputs_embeds.dtype)[:, None]  # (B, 1, T, T)
+        return allowed[:, None]  # (B, 1, T, T)
 
     @staticmethod
     def _check_prefix_mask(
-        prefix_mask: torch.Tensor, attention_mask: torch.Tensor | None, batch: int, full_length: int
+        prefix_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        batch: int,
+        full_length: int,
+        check_order: bool = True,
     ) -> None:
         if prefix_mask.dim() != 2 or prefix_mask.shape != (batch, full_length):
             raise ValueError(
@@ -496,11 +490,8 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
             )
         if not ((prefix_mask == 0) | (prefix_mask == 1)).all():
             raise ValueError("prefix_mask must hold only 0/1 values, 1 on prefix positions")
-        if attention_mask is not None and attention_mask.dim() != 2:
-            raise ValueError(
-                "prefix_mask cannot be combined with a prepared 4D attention_mask (it would be ignored); "
-                "pass a 2D padding attention_mask, or fold the prefix into your 4D mask and drop prefix_mask"
-            )
+        if not check_order:
+            return
         bad = masks.prefix_violations(prefix_mask, attention_mask)
         if bad.numel():
             raise ValueError(
@@ -528,6 +519,18 @@ class T5DecoderOnlyForCausalLM(T5PreTrainedModel, GenerationMixin):
                     attention_mask.long() if attention_mask is not None else torch.ones_like(prompt)
                 )
         return super().generate(inputs, *args, **kwargs)
+
+    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, *args: Any, **kwargs: Any) -> dict:
+        # Why override: generate() knows nothing of prefix_mask. Assisted decoding forwards candidate
+        # tokens it has not added to it yet; they are generated tokens, so targets: zeros.
+        model_inputs = super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
+        prefix_mask = model_inputs.get("prefix_mask")
+        if prefix_mask is not None and prefix_mask.dim() == 2 and prefix_mask.shape[1] != input_ids.shape[1]:
+            missing = input_ids.shape[1] - prefix_mask.shape[1]
+            model_inputs["prefix_mask"] = (
+                nn.functional.pad(prefix_mask, (0, missing), value=0) if missing > 0 else prefix_mask[:, : input_ids.shape[1]]
+            )
+        return model_inputs
 
     def _update_model_kwargs_for_generation(
         self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1

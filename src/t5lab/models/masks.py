@@ -75,6 +75,24 @@ def prefix_lm_mask(prefix_mask: torch.Tensor) -> torch.Tensor:
     return causal[None] | both_in_prefix
 
 
+def prefix_lm_query_mask(prefix_mask: torch.Tensor, query_length: int) -> torch.Tensor:
+    """Prefix-LM mask of the *last* ``query_length`` positions (the new tokens of a cached call).
+
+    ``prefix_mask`` covers the whole sequence seen so far, ``(B, L)``; the queries are positions
+    ``L - Q .. L - 1``. With ``Q == L`` this is :func:`prefix_lm_mask`. No cache offset is needed
+    (the offset is ``L - Q``), so this works with a static cache's tensor-valued length too.
+
+    Returns:
+        Bool tensor ``(B, Q, L)`` indexed ``[b, query, key]``.
+    """
+    prefix = prefix_mask.bool()
+    length = prefix.shape[-1]
+    query = torch.arange(length - query_length, length, device=prefix.device)[:, None]  # (Q, 1)
+    key = torch.arange(length, device=prefix.device)[None, :]  # (1, L)
+    both_in_prefix = prefix[:, -query_length:, None] & prefix[:, None, :]  # (B, Q, L)
+    return (key <= query)[None] | both_in_prefix
+
+
 def apply_padding(mask: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
     """Hide padding keys: ``mask[b, q, k] and attention_mask[b, k]``.
 

@@ -26,7 +26,8 @@ Parameter names are those of transformers' T5, so every T5 checkpoint's state di
   ``forward(hidden_states, mask=None, key_value_states=None, position_bias=None, cache=None,
   output_attentions=False) -> (output, position_bias, attention_weights | None)``;
   ``compute_bias(query_length, key_length, device=None, past_seen_tokens=0) -> (1, H, Q, K)``.
-  Subclasses override ``compute_bias`` to change the position bias (decoder_only's prefix table).
+  Subclasses override ``compute_bias`` to change the position bias (decoder_only's prefix table puts
+  one in ``block[0].layer[0].SelfAttention``: the stack asks block 0 for the bias).
 - ``T5LayerSelfAttention``, ``T5LayerCrossAttention``: pre-norm residual wrappers (``layer.0``, ``layer.1``).
 - ``T5Block(config, has_relative_attention_bias, layer_idx, is_decoder, cross_attention)``:
   ``forward(hidden_states, attention_bias, cross_attention_bias=None, encoder_hidden_states=None,
@@ -37,7 +38,8 @@ Parameter names are those of transformers' T5, so every T5 checkpoint's state di
   inputs_embeds=None, cache=None, use_cache=None, output_attentions=None, output_hidden_states=None,
   return_dict=None, past_key_values=None) -> BaseModelOutputWithPastAndCrossAttentions`` (the cache in
   :data:`CACHE_FIELD`). ``is_decoder`` makes self-attention causal with one-way buckets;
-  ``cross_attention`` (default: ``is_decoder``) adds ``layer.1.EncDecAttention``.
+  ``cross_attention`` (default: ``is_decoder``) adds ``layer.1.EncDecAttention``; a decoder without it
+  gets a parameterless ``NoCrossAttention`` at ``layer.1`` (the feed-forward stays ``layer.2``).
 - ``T5CorePreTrainedModel``: the ``PreTrainedModel`` base (T5's Mesh TF init, ``_keep_in_fp32_modules
   = ["wo"]``, sdpa/eager/flex flags, ``_shift_right``).
 - Version helpers: :data:`CACHE_FIELD` (``"cache"`` on transformers >= 5.24, ``"past_key_values"``
@@ -101,6 +103,7 @@ __all__ = [
     "forward_relative_position_bucket",
     "relative_position_bucket",
     "resolve_cache",
+    "static_cache_length",
 ]
 
 relative_position_bucket = t5_relative_position_bucket  # the pure function, in masks.py (torch only)
@@ -131,7 +134,7 @@ def _self_attention_cache(cache: Cache | None) -> Cache | None:
     return cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
 
 
-def _static_length(cache: Cache | None) -> int | None:
+def static_cache_length(cache: Cache | None) -> int | None:
     """Preallocated key length of a static cache (StaticCache keys are always that long), else None."""
     layers = getattr(cache, "layers", None) or []
     if layers and getattr(layers[0], "is_compileable", False):
@@ -463,9 +466,9 @@ class T5LayerSelfAttention(nn.Module):
     """``layer.0``: ``x + dropout(SelfAttention(layer_norm(x)))``."""
 
     def __init__(self, config: T5Config, has_relative_attention_bias: bool = False, layer_idx: int | None = None,
-                 is_decoder: bool = False, attention_class: type[T5Attention] = T5Attention):
+                 is_decoder: bool = False):
         super().__init__()
-        self.SelfAttention = attention_class(
+        self.SelfAttention = T5Attention(
             config, has_relative_attention_bias=has_relative_attention_bias, layer_idx=layer_idx, is_decoder=is_decoder
         )
         self.layer_norm = T5LayerNorm(config.d_model, eps=config.layer_norm_epsilon)
@@ -517,14 +520,11 @@ class T5Block(nn.Module):
         layer_idx: int | None = None,
         is_decoder: bool = False,
         cross_attention: bool | None = None,
-        attention_class: type[T5Attention] = T5Attention,
     ):
         super().__init__()
         self.is_decoder = is_decoder
         self.has_cross_attention = is_decoder if cross_attention is None else cross_attention
-        self.layer = nn.ModuleList(
-            [T5LayerSelfAttention(config, has_relative_attention_bias, layer_idx, is_decoder, attention_class)]
-        )
+        self.layer = nn.ModuleList([T5LayerSelfAttention(config, has_relative_attention_bias, layer_idx, is_decoder)])
         if self.has_cross_attention:
             self.layer.append(T5LayerCrossAttention(config, layer_idx=layer_idx))
         elif is_decoder:
@@ -573,7 +573,6 @@ class T5Stack(nn.Module):
         is_decoder: bool = False,
         num_layers: int | None = None,
         cross_attention: bool | None = None,
-        attention_class: type[T5Attention] = T5Attention,
     ):
         super().__init__()
         self.config = config
@@ -583,7 +582,7 @@ class T5Stack(nn.Module):
         layers = config.num_layers if num_layers is None else num_layers
         self.block = nn.ModuleList(
             [
-                T5Block(config, i == 0, i, is_decoder, self.has_cross_attention, attention_class)
+                T5Block(config, i == 0, i, is_decoder, self.has_cross_attention)
                 for i in range(layers)
             ]
         )
@@ -688,7 +687,7 @@ class T5Stack(nn.Module):
         """The self-attention mask folded into block 0's position bias: ``(B | 1, H, T, K)`` float."""
         self_cache = _self_attention_cache(cache)
         past = self_cache.get_seq_length() if self_cache is not None else 0
-        static = _static_length(self_cache)
+        static = static_cache_length(self_cache)
         key_length = static if static is not None else past + length
         device = inputs_embeds.device
         mask = self_attention_mask(attention_mask, batch, length, key_length, past, self.is_decoder, device)
