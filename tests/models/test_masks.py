@@ -11,6 +11,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.models.t5.modeling_t5 import T5Attention
 
 from t5lab.models import masks
+from t5lab.models.t5core import CACHE_FIELD
 
 
 def _loop_prefix_lm(prefix: list[list[int]]) -> torch.Tensor:
@@ -67,51 +68,26 @@ def test_to_additive():
     assert got.tolist() == [0.0, torch.finfo(torch.float16).min]
 
 
-def test_mask_functions_materialize_to_dense_masks():
-    prefix = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 0]])
-    prefix_lm = masks.or_mask_functions(masks.causal_mask_function, masks.prefix_lm_mask_function(prefix))
-    assert torch.equal(masks.materialize(prefix_lm, 2, 5, 5), masks.prefix_lm_mask(prefix))
-    causal = masks.materialize(masks.causal_mask_function, 2, 5, 5)
-    assert torch.equal(causal, masks.causal_mask(5).expand(2, 5, 5))
-    # with a cache offset the query index is absolute: the last two rows of the full mask
-    tail = masks.materialize(prefix_lm, 2, 2, 5, q_offset=3)
-    assert torch.equal(tail, masks.prefix_lm_mask(prefix)[:, 3:])
-
-
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
-def test_transformers_create_causal_mask_with_prefix_function(implementation):
-    """The or_mask_function we hand to transformers yields the dense prefix-LM mask with padding."""
-    config = T5Config(d_model=8, num_heads=1)
-    config._attn_implementation = implementation
-    prefix = torch.tensor([[0, 1, 1, 0, 0], [1, 1, 1, 1, 0]])
-    attention_mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
-    got = create_causal_mask(
-        config=config,
-        inputs_embeds=torch.zeros(2, 5, 8),
-        attention_mask=attention_mask,
-        past_key_values=None,
-        or_mask_function=masks.prefix_lm_mask_function(prefix),
-    )
-    if implementation == "eager":
-        got = got == 0
-    expected = masks.apply_padding(masks.prefix_lm_mask(prefix), attention_mask)
-    assert torch.equal(got[:, 0], expected)
-
-
-@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
-def test_block_ids_give_the_same_transformers_mask_as_the_mask_function(implementation):
-    """The model hands the prefix to create_causal_mask as block_sequence_ids (faster, no vmap)."""
+def test_prefix_lm_mask_equals_transformers_create_causal_mask(implementation):
+    """Reference: transformers' mask factory with the prefix as an extra "or" mask function."""
     config = T5Config(d_model=8, num_heads=1)
     config._attn_implementation = implementation
     prefix = torch.tensor([[0, 1, 1, 0, 0], [1, 1, 1, 1, 0], [0, 0, 0, 0, 0]])
     attention_mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
-    common = dict(
-        config=config, inputs_embeds=torch.zeros(3, 5, 8), attention_mask=attention_mask, past_key_values=None
+
+    def both_in_prefix(batch_idx, head_idx, q_idx, kv_idx):
+        return prefix.bool()[batch_idx, q_idx] & prefix.bool()[batch_idx, kv_idx]
+
+    got = create_causal_mask(
+        config=config, inputs_embeds=torch.zeros(3, 5, 8), attention_mask=attention_mask,
+        or_mask_function=both_in_prefix, **{CACHE_FIELD: None},  # the cache keyword's name moved in 5.24
     )
-    via_function = create_causal_mask(**common, or_mask_function=masks.prefix_lm_mask_function(prefix))
-    via_blocks = create_causal_mask(**common, block_sequence_ids=masks.prefix_block_ids(prefix))
-    assert torch.equal(via_function, via_blocks)
-    assert masks.prefix_block_ids(prefix)[1].tolist() == [0, 0, 0, 0, -1]
+    if implementation == "eager":
+        got = got == 0
+    expected = masks.apply_padding(masks.prefix_lm_query_mask(prefix, 5), attention_mask)
+    real = attention_mask.bool()  # transformers may un-hide rows of padding queries
+    assert torch.equal(got[:, 0][real], expected[real])
 
 
 def test_prefix_violations():
@@ -158,3 +134,24 @@ def test_forward_bucket_closed_form():
     assert got[0] != got[4]  # +1 and +5 are told apart
     # non-forward distances map to 0 (and are selected away by the caller)
     assert masks.forward_relative_position_bucket(torch.tensor([0, -3]), 8, 16).tolist() == [0, 0]
+
+
+def test_causal_cross_mask_with_cached_queries():
+    pad = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    got = masks.causal_cross_mask(pad, query_length=3, past=1)  # queries at positions 1..3
+    want = torch.tensor(
+        [
+            [[1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0]],
+            [[1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 0, 0]],
+        ],
+        dtype=torch.bool,
+    )[:, None]
+    assert torch.equal(got, want)
+    assert torch.equal(masks.causal_cross_mask(pad, 3, torch.tensor(1)), want)  # a static cache's length
+
+
+def test_prefix_lm_query_mask_is_the_last_rows_of_the_full_mask():
+    prefix = torch.tensor([[1, 1, 1, 0, 0, 0], [0, 1, 1, 1, 0, 0]])
+    full = masks.prefix_lm_mask(prefix)  # (B, 6, 6)
+    assert torch.equal(masks.prefix_lm_query_mask(prefix, 6), full)
+    assert torch.equal(masks.prefix_lm_query_mask(prefix, 2), full[:, -2:])

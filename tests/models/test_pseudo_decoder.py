@@ -14,7 +14,6 @@ from transformers import (
     T5Config,
     T5ForConditionalGeneration,
 )
-from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.t5.modeling_t5 import T5Stack
 
 import t5lab  # noqa: F401  (registers the Auto classes)
@@ -22,7 +21,6 @@ from t5lab.models.pseudo_decoder import (
     T5PseudoDecConfig,
     T5PseudoDecForConditionalGeneration,
     T5PseudoEncoder,
-    _causal_cross_mask_function,
     is_causal_lm_batch,
 )
 from tests.conftest import TINY_T5
@@ -208,33 +206,6 @@ def test_causal_mode_eager_and_sdpa_agree_on_padded_batch(batch):
     out_s = sdpa(input_ids=ids, attention_mask=mask, labels=labels)
     torch.testing.assert_close(out_e.logits, out_s.logits)
     torch.testing.assert_close(out_e.loss, out_s.loss)
-
-
-def test_causal_cross_mask_types_per_backend():
-    config = T5Config(**TINY_T5)
-    pad = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
-    hidden = torch.zeros(2, 5, 4)
-    masks = {}
-    for attn in ("eager", "sdpa"):
-        config._attn_implementation = attn
-        masks[attn] = create_bidirectional_mask(
-            config=config,
-            inputs_embeds=torch.empty(2, 3, 0),
-            attention_mask=pad,
-            encoder_hidden_states=hidden,
-            and_mask_function=_causal_cross_mask_function(1),
-        )
-    q = torch.arange(3)[:, None] + 1  # absolute query positions 1..3 (one token already cached)
-    expected = (torch.arange(5)[None] <= q)[None, None] & pad.bool()[:, None, None]  # (B, 1, 3, 5)
-    assert masks["sdpa"].dtype == torch.bool
-    assert torch.equal(masks["sdpa"], expected)
-    assert masks["eager"].dtype == torch.float32
-    assert torch.equal(masks["eager"] == 0, expected)
-    # flex attention evaluates the same index-based mask_mod (create_mask is its dense evaluator)
-    from torch.nn.attention.flex_attention import create_mask
-
-    flex = create_mask(_causal_cross_mask_function(1), 1, 1, 3, 5, device="cpu")
-    assert torch.equal(flex, expected[:1])
 
 
 def test_causal_mode_incremental_decoding_matches_full_forward():
@@ -576,3 +547,72 @@ def test_position_ids_reach_the_encoder_from_forward_and_blind_ignores_them():
         )
     with pytest.raises(ValueError, match="non-causal"):
         model(input_ids=ids, labels=ids, position_ids=torch.arange(4)[None], causal_LM=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# What transformers' common tests pass (defects found by ModelTesterMixin / GenerationTesterMixin)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_generate_returns_the_pseudo_encoders_attentions_and_hidden_states(batch):
+    ids, mask, _ = batch
+    model = make_model()
+    out = model.generate(
+        ids, attention_mask=mask, max_new_tokens=3, do_sample=False, return_dict_in_generate=True,
+        output_attentions=True, output_hidden_states=True,
+    )
+    assert out.encoder_attentions == ()  # the pseudo encoder has no attention
+    (hidden,) = out.encoder_hidden_states  # "layers + 1" for a stack of zero layers
+    torch.testing.assert_close(hidden, model.get_encoder()(input_ids=ids).last_hidden_state)
+    assert len(out.decoder_attentions[0]) == TINY_T5["num_decoder_layers"]
+    assert len(out.cross_attentions[0]) == TINY_T5["num_decoder_layers"]
+
+
+def test_legacy_gradient_checkpointing_flag_builds_and_trains(batch):
+    ids, mask, labels = batch
+    torch.manual_seed(0)
+    model = T5PseudoDecForConditionalGeneration(T5PseudoDecConfig(**TINY_T5, gradient_checkpointing=True)).train()
+    assert model.decoder.gradient_checkpointing
+    reference = copy.deepcopy(model)
+    reference.decoder.gradient_checkpointing = False
+    model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+    reference(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_inputs_embeds_and_decoder_inputs_embeds_equal_ids(batch, causal):
+    ids, mask, labels = batch
+    model = make_model()
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=mask, labels=labels, causal_LM=causal)
+        got = model(inputs_embeds=model.shared(ids), attention_mask=mask, labels=labels, causal_LM=causal)
+        dec = model(
+            input_ids=ids, attention_mask=mask, causal_LM=causal,
+            decoder_inputs_embeds=model.shared(shift_right(labels)),
+        )
+    torch.testing.assert_close(got.logits, want.logits)
+    torch.testing.assert_close(got.loss, want.loss)
+    torch.testing.assert_close(dec.logits, want.logits)
+
+
+def test_return_dict_false_and_the_cache_field(batch):
+    from t5lab.models.t5core import CACHE_FIELD
+
+    ids, mask, labels = batch
+    model = make_model()
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=True)
+        as_tuple = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=True, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], out.loss)
+    torch.testing.assert_close(as_tuple[1], out.logits)
+    assert getattr(out, CACHE_FIELD).get_seq_length() == labels.shape[1]
+
+
+def test_static_cache_generation_equals_dynamic(batch):
+    ids, mask, _ = batch
+    model = make_model()
+    common = dict(attention_mask=mask, max_new_tokens=5, do_sample=False)
+    assert torch.equal(model.generate(ids, cache_implementation="static", **common), model.generate(ids, **common))

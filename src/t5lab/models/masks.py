@@ -18,12 +18,8 @@ This module depends on torch only, so that any variant (and the explorer) can im
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
-
-MaskFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
 
 # ---------------------------------------------------------------------------------------------
 # Dense boolean masks
@@ -91,6 +87,25 @@ def prefix_lm_query_mask(prefix_mask: torch.Tensor, query_length: int) -> torch.
     key = torch.arange(length, device=prefix.device)[None, :]  # (1, L)
     both_in_prefix = prefix[:, -query_length:, None] & prefix[:, None, :]  # (B, Q, L)
     return (key <= query)[None] | both_in_prefix
+
+
+def causal_cross_mask(key_mask: torch.Tensor, query_length: int, past: int | torch.Tensor = 0) -> torch.Tensor:
+    """Causal cross-attention of the pseudo decoder's causal-LM mode: query ``t`` sees keys ``<= t``.
+
+    Decoder position ``t`` (absolute, ``past + q``) cross-attends the pseudo-encoder positions
+    ``0 .. t``, which hold the input tokens ``< t`` (the encoder input is shifted right).
+
+    Args:
+        key_mask: ``(B, S)`` padding mask of the keys (1 on real positions).
+        query_length: Number of queries ``Q`` of this call.
+        past: Number of decoder positions already cached (an int or a 0-d tensor).
+
+    Returns:
+        Bool tensor ``(B, 1, Q, S)``, True where the query may attend to the key.
+    """
+    query = torch.arange(query_length, device=key_mask.device)[:, None] + past  # (Q, 1)
+    key = torch.arange(key_mask.shape[-1], device=key_mask.device)[None, :]  # (1, S)
+    return (key <= query)[None, None] & key_mask.bool()[:, None, None, :]
 
 
 def apply_padding(mask: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -171,81 +186,6 @@ def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:
     starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
     start_index = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values  # (B, T)
     return index - start_index
-
-
-# ---------------------------------------------------------------------------------------------
-# Mask functions in transformers' (batch_idx, head_idx, q_idx, kv_idx) form
-# ---------------------------------------------------------------------------------------------
-
-
-def causal_mask_function(
-    batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
-) -> torch.Tensor:
-    """``kv_idx <= q_idx`` (the same pattern as transformers' ``causal_mask_function``)."""
-    return kv_idx <= q_idx
-
-
-def prefix_lm_mask_function(prefix_mask: torch.Tensor) -> MaskFunction:
-    """The bidirectional part of the prefix-LM mask, for ``create_causal_mask(or_mask_function=...)``.
-
-    ``q_idx`` and ``kv_idx`` are absolute positions (transformers adds the cache offset), so
-    ``prefix_mask`` must cover the whole sequence seen so far, shape ``(B, past + T)``.
-
-    Args:
-        prefix_mask: Tensor of shape ``(B, L)``, 1 on prefix positions.
-
-    Returns:
-        A function ``f(batch_idx, head_idx, q_idx, kv_idx) -> bool`` that is True when both the
-        query and the key lie in the prefix of row ``batch_idx``.
-    """
-    prefix = prefix_mask.bool()
-
-    def inner(batch_idx, head_idx, q_idx, kv_idx):
-        return prefix[batch_idx, q_idx] & prefix[batch_idx, kv_idx]
-
-    return inner
-
-
-def prefix_block_ids(prefix_mask: torch.Tensor) -> torch.Tensor:
-    """The prefix as transformers' ``block_sequence_ids``: 0 on the prefix, -1 (causal) elsewhere.
-
-    ``create_causal_mask(block_sequence_ids=...)`` lets positions of one block (id >= 0) attend to
-    each other in both directions and keeps id -1 causal: with a single block that is exactly
-    :func:`prefix_lm_mask`.
-
-    Args:
-        prefix_mask: Tensor of shape ``(B, L)``, 1 on prefix positions.
-
-    Returns:
-        Long tensor of shape ``(B, L)``.
-    """
-    return torch.where(prefix_mask.bool(), 0, -1)
-
-
-def or_mask_functions(*functions: MaskFunction) -> MaskFunction:
-    """Union of mask functions (kept here so that this module needs torch only)."""
-
-    def inner(batch_idx, head_idx, q_idx, kv_idx):
-        result = functions[0](batch_idx, head_idx, q_idx, kv_idx)
-        for function in functions[1:]:
-            result = result | function(batch_idx, head_idx, q_idx, kv_idx)
-        return result
-
-    return inner
-
-
-def materialize(
-    function: MaskFunction, batch_size: int, q_len: int, kv_len: int, q_offset: int = 0
-) -> torch.Tensor:
-    """Evaluate a mask function on a full grid by broadcasting; returns bool ``(B, Q, K)``.
-
-    Useful to look at a mask function or to compare it with a dense mask in a test.
-    """
-    b = torch.arange(batch_size)[:, None, None]
-    h = torch.zeros((), dtype=torch.long)
-    q = torch.arange(q_len)[None, :, None] + q_offset
-    k = torch.arange(kv_len)[None, None, :]
-    return function(b, h, q, k).expand(batch_size, q_len, kv_len)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,16 +2,16 @@
 
 The T5 encoder stack is replaced by a *pseudo encoder*: the shared token embedding followed by a
 T5LayerNorm (plus, unless ``position_blind=True``, learned absolute position embeddings). The decoder
-is an unchanged transformers ``T5Stack`` (self-attention, cross-attention to the pseudo-encoder
-output, feed-forward) and the LM head is tied to the shared embedding with T5's ``d_model**-0.5``
-output scaling. The idea and the two training modes come from the public "modeling_t5dec.py"
+is a T5 decoder stack of t5lab's core (:mod:`t5lab.models.t5core`: self-attention, cross-attention
+to the pseudo-encoder output, feed-forward; transformers' T5 parameter names) and the LM head is
+tied to the shared embedding with T5's ``d_model**-0.5`` output scaling. The idea and the two training modes come from the public "modeling_t5dec.py"
 (T5PseudoDecForConditionalGeneration for transformers 4.x); this is a re-implementation on
 transformers 5 that fixes three of its problems (see the module docs in ``docs/pseudo_decoder.md``):
 
 * causal-LM mode is auto-detected per position (``labels == input_ids`` wherever ``labels != -100``),
   so a right-padded batch with ``-100`` labels stays causal, and the mode is never stored on ``self``;
-* the causal cross-attention mask is built with transformers' masking utilities, so it has the right
-  type for eager (additive float), sdpa (bool) and flex attention (BlockMask);
+* the causal cross-attention mask is a plain 4D bool mask (:func:`t5lab.models.masks.causal_cross_mask`)
+  that the core folds into one additive bias for any attention back-end;
 * the non-causal mode is no longer blind to input order (see :class:`T5PseudoEncoder`).
 
 Modes (``forward(..., causal_LM=...)``):
@@ -29,7 +29,6 @@ import copy
 import logging
 import os
 import re
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -38,12 +37,18 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationMixin, PreTrainedModel, T5Config
 from transformers import initialization as init
 from transformers.cache_utils import Cache
-from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
-from transformers.models.t5.modeling_t5 import T5LayerNorm, T5PreTrainedModel, T5Stack
-from transformers.utils.generic import can_return_tuple
 
+from t5lab.models import masks
 from t5lab.models.loading import LoadReport, from_pretrained_with_report
+from t5lab.models.t5core import (
+    CACHE_FIELD,
+    T5CorePreTrainedModel,
+    T5LayerNorm,
+    T5Stack,
+    cache_output,
+    resolve_cache,
+)
 
 logger = logging.getLogger("t5lab")
 
@@ -177,25 +182,12 @@ def _shift_mask_right(attention_mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([start, attention_mask[:, :-1]], dim=1)
 
 
-def _causal_cross_mask_function(q_offset: int) -> Callable:
-    """Mask function: query at absolute position ``q + q_offset`` may see keys at positions <= it.
-
-    In transformers' mask-function convention (index based, so vmap and flex attention can use it).
-    ``q_offset`` is the number of decoder tokens already in the cache during incremental decoding.
-    """
-
-    def causal_cross(batch_idx, head_idx, q_idx, kv_idx):
-        return kv_idx <= q_idx + q_offset
-
-    return causal_cross
-
-
 # --------------------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------------------
 
 
-class T5PseudoDecPreTrainedModel(T5PreTrainedModel):
+class T5PseudoDecPreTrainedModel(T5CorePreTrainedModel):
     """Weight init and config class shared by the pseudo encoder and the full model."""
 
     config: T5PseudoDecConfig
@@ -203,12 +195,14 @@ class T5PseudoDecPreTrainedModel(T5PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        # T5PreTrainedModel initialises `shared` only for the classes it knows by name; ours follows
-        # the same Mesh-TensorFlow scheme (N(0, factor)) so a fresh model matches a fresh T5.
+        # The core initialises T5's own modules; the embedding (and an untied head) follow the same
+        # Mesh-TensorFlow scheme (N(0, factor)) so a fresh model matches a fresh T5.
         super()._init_weights(module)
         factor = self.config.initializer_factor
         if isinstance(module, T5PseudoDecForConditionalGeneration):
             init.normal_(module.shared.weight, mean=0.0, std=factor * 1.0)
+            if not self.config.tie_word_embeddings:
+                init.normal_(module.lm_head.weight, mean=0.0, std=factor * 1.0)
         elif isinstance(module, T5PseudoEncoder) and module.embed_positions is not None:
             # Same scale as the token embedding, as in BERT/GPT-2, so that position and token carry
             # comparable weight before the layer norm.
@@ -231,6 +225,10 @@ class T5PseudoEncoder(T5PseudoDecPreTrainedModel):
     the name of the T5 encoder's final norm, so loading a plain T5 checkpoint fills it from there.
     """
 
+    # Nothing to checkpoint (no blocks); without this the legacy config flag
+    # `gradient_checkpointing=True` made transformers refuse to build the model.
+    supports_gradient_checkpointing = False
+
     def __init__(self, config: T5PseudoDecConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model)
@@ -252,8 +250,11 @@ class T5PseudoEncoder(T5PseudoDecPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs: Any,
-    ) -> BaseModelOutput:
+    ) -> BaseModelOutput | tuple:
         """Embed (and position) the input and normalise it.
 
         Args:
@@ -264,11 +265,19 @@ class T5PseudoEncoder(T5PseudoDecPreTrainedModel):
             position_ids: ``(B, S)`` positions for the position table; default ``0 .. S-1`` in every
                 row. Packed batches restart them in each segment (``t5lab.train.packing``). Ignored
                 when ``position_blind``.
-            **kwargs: generation's encoder kwargs (``output_attentions``, ``return_dict``...), ignored.
+            output_attentions: return ``attentions``: an empty tuple (the pseudo encoder has no attention).
+            output_hidden_states: return ``hidden_states``: ``(last_hidden_state,)``, transformers'
+                "number of layers + 1" for a stack of zero layers.
+            return_dict: a ``BaseModelOutput`` (default) or a tuple.
+            **kwargs: other generation encoder kwargs, ignored.
 
         Returns:
             ``BaseModelOutput`` whose ``last_hidden_state`` is ``(B, S, d_model)``.
         """
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = config.return_dict if return_dict is None else return_dict
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("T5PseudoEncoder needs exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -287,7 +296,12 @@ class T5PseudoEncoder(T5PseudoDecPreTrainedModel):
             positions = torch.arange(length, device=hidden_states.device)  # (S,)
             hidden_states = hidden_states + self.embed_positions(positions)[None]  # (B, S, D)
         hidden_states = self.final_layer_norm(hidden_states)
-        return BaseModelOutput(last_hidden_state=hidden_states)
+        output = BaseModelOutput(
+            last_hidden_state=hidden_states,
+            hidden_states=(hidden_states,) if output_hidden_states else None,
+            attentions=() if output_attentions else None,
+        )
+        return output if return_dict else output.to_tuple()
 
 
 class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, GenerationMixin):
@@ -322,10 +336,8 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
         encoder_config.use_cache = False
         self.encoder = T5PseudoEncoder(encoder_config)
 
-        decoder_config = copy.deepcopy(config)
-        decoder_config.is_decoder = True
-        decoder_config.num_layers = config.num_decoder_layers
-        self.decoder = T5Stack(decoder_config)
+        # the model's own config, shared: set_attn_implementation reaches the decoder's attention
+        self.decoder = T5Stack(config, self.shared, is_decoder=True, num_layers=config.num_decoder_layers)
 
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
@@ -408,7 +420,6 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
 
     # -- forward -----------------------------------------------------------------------------------
 
-    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -416,14 +427,20 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple[torch.Tensor, ...] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         causal_LM: bool | None = None,  # the original model's name
         reduce_loss: str | None = None,
         position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs: Any,
-    ) -> Seq2SeqLMOutput:
+    ) -> Seq2SeqLMOutput | tuple:
         """Run the pseudo encoder and the decoder; compute a token-weighted loss when labels are given.
 
         Args:
@@ -434,7 +451,8 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
             decoder_attention_mask: ``(B, T)`` decoder padding mask (causal mode default: the shifted
                 ``attention_mask``, since decoder and input are aligned there).
             encoder_outputs: precomputed pseudo-encoder output (non-causal mode only; generate()).
-            past_key_values: an ``EncoderDecoderCache`` for incremental decoding.
+            cache: an ``EncoderDecoderCache`` for incremental decoding; ``past_key_values=`` is the same
+                argument under the name transformers < 5.24 uses.
             labels: ``(B, T)`` targets, ``-100`` where no loss is wanted.
             use_cache: return the cache (default ``config.use_cache``).
             causal_LM: True for causal-LM mode, False for seq2seq; None uses ``config.causal_LM``
@@ -444,43 +462,67 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
                 losses); label positions equal to ``-100`` or ``pad_token_id`` never contribute.
             position_ids: ``(B, S)`` pseudo-encoder positions (non-causal mode; default ``0 .. S-1``),
                 e.g. restarting per segment in a packed batch.
-            **kwargs: passed to the decoder ``T5Stack`` (``output_attentions``, ...).
+            inputs_embeds: ``(B, S, d_model)`` instead of ``input_ids`` (causal mode shifts them right,
+                with the start token's embedding first; auto-detection needs ``input_ids``).
+            decoder_inputs_embeds: ``(B, T, d_model)`` instead of ``decoder_input_ids``.
+            output_attentions, output_hidden_states, return_dict: as in transformers.
+            **kwargs: other generation kwargs, ignored.
 
         Returns:
-            ``Seq2SeqLMOutput`` with ``logits`` ``(B, T, vocab_size)``.
+            ``Seq2SeqLMOutput`` with ``logits`` ``(B, T, vocab_size)`` and the cache (field ``cache`` on
+            transformers >= 5.24, ``past_key_values`` before); a tuple with ``return_dict=False``.
 
         Raises:
-            ValueError: unknown ``reduce_loss``; causal mode without ``input_ids``, with
-                ``encoder_outputs``, or with labels of another shape; no decoder input; too long input.
+            ValueError: unknown ``reduce_loss``; causal mode without input, with ``encoder_outputs``,
+                or with labels of another shape; no decoder input; too long input.
         """
         if reduce_loss not in LOSS_REDUCTIONS:
             raise ValueError(f"reduce_loss must be one of {LOSS_REDUCTIONS}, got {reduce_loss!r}")
+        cache = resolve_cache(cache, past_key_values)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs_wanted = dict(output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        if input_ids is not None and inputs_embeds is not None:
+            raise ValueError("pass input_ids or inputs_embeds, not both")
         causal = self._resolve_mode(causal_LM, input_ids, labels, encoder_outputs)
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past_length = cache.get_seq_length() if cache is not None else 0
 
         if causal:
             if position_ids is not None:
                 raise ValueError("position_ids apply to the non-causal (seq2seq) mode; causal_LM=True aligns positions itself")
-            cross_mask, encoder_outputs, decoder_input_ids, decoder_attention_mask = self._causal_inputs(
-                input_ids,
-                attention_mask,
-                decoder_input_ids,
-                decoder_attention_mask,
-                encoder_outputs,
-                labels,
+            if input_ids is None and inputs_embeds is None:
+                raise ValueError(
+                    "causal_LM=True needs input_ids (or inputs_embeds): the pseudo encoder runs on the shifted input"
+                )
+            if encoder_outputs is not None:
+                raise ValueError(
+                    "causal_LM=True recomputes the pseudo encoder from input_ids; do not pass encoder_outputs "
+                    "(generate() is non-causal: call it without causal_LM)"
+                )
+            embeds = self.shared(input_ids) if inputs_embeds is None else inputs_embeds  # (B, S, D)
+            encoder_outputs = self.encoder(inputs_embeds=self._shift_embeds_right(embeds), **outputs_wanted)
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
+                if labels is not None:
+                    decoder_input_ids = self._shift_right(labels)
+                elif input_ids is not None:
+                    decoder_input_ids = self._shift_right(input_ids)
+                else:
+                    decoder_inputs_embeds = self._shift_embeds_right(embeds)
+            cross_mask, decoder_attention_mask = self._causal_masks(
+                embeds, attention_mask, decoder_input_ids, decoder_inputs_embeds, decoder_attention_mask, labels,
                 past_length,
             )
         else:
             if encoder_outputs is None:
-                if input_ids is None:
-                    raise ValueError("pass input_ids (or encoder_outputs) to the pseudo-decoder model")
+                if input_ids is None and inputs_embeds is None:
+                    raise ValueError("pass input_ids (or inputs_embeds, or encoder_outputs) to the pseudo-decoder model")
                 encoder_outputs = self.encoder(
-                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+                    input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                    position_ids=position_ids, **outputs_wanted,
                 )
             elif not isinstance(encoder_outputs, BaseModelOutput):
                 encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs[0])
-            cross_mask = attention_mask  # 2D padding mask: T5Stack builds the bidirectional mask
-            if decoder_input_ids is None:
+            cross_mask = attention_mask  # 2D padding mask: the stack hides padded keys
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
                 if labels is None:
                     raise ValueError(
                         "pass labels or decoder_input_ids: the decoder needs an input "
@@ -491,15 +533,17 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
         encoder_hidden = encoder_outputs.last_hidden_state  # (B, S, D)
         decoder_outputs = self.decoder(
             input_ids=decoder_input_ids,
+            inputs_embeds=decoder_inputs_embeds,
             attention_mask=decoder_attention_mask,
             encoder_hidden_states=encoder_hidden,
             encoder_attention_mask=cross_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
-            **kwargs,
+            return_dict=True,
+            **outputs_wanted,
         )
         sequence_output = decoder_outputs.last_hidden_state  # (B, T, D)
-        if self.config.scale_decoder_outputs:
+        if getattr(self.config, "scale_decoder_outputs", self.config.tie_word_embeddings):
             # Tied head: rescale before projecting on the vocabulary, as T5 does (Mesh TensorFlow).
             sequence_output = sequence_output * (self.model_dim**-0.5)
         logits = self.lm_head(sequence_output)  # (B, T, V)
@@ -510,10 +554,10 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
                 logits, labels.to(logits.device), self.config.pad_token_id, reduce_loss or "mean"
             )
 
-        return Seq2SeqLMOutput(
+        output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=decoder_outputs.past_key_values,
+            **cache_output(getattr(decoder_outputs, CACHE_FIELD)),
             decoder_hidden_states=decoder_outputs.hidden_states,
             decoder_attentions=decoder_outputs.attentions,
             cross_attentions=decoder_outputs.cross_attentions,
@@ -521,6 +565,12 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
             encoder_hidden_states=encoder_outputs.hidden_states,
             encoder_attentions=encoder_outputs.attentions,
         )
+        return output if return_dict else output.to_tuple()
+
+    def _shift_embeds_right(self, embeds: torch.Tensor) -> torch.Tensor:
+        """``shift_right`` on embeddings: the start token's embedding, then ``embeds[:, :-1]``. (B, S, D)"""
+        start = torch.full((embeds.shape[0], 1), self.config.decoder_start_token_id, device=embeds.device)
+        return torch.cat([self.shared(start).to(embeds.dtype), embeds[:, :-1]], dim=1)
 
     def _resolve_mode(
         self,
@@ -538,41 +588,29 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
             return bool(self.config.causal_LM)
         return is_causal_lm_batch(input_ids, labels)
 
-    def _causal_inputs(
+    def _causal_masks(
         self,
-        input_ids: torch.LongTensor | None,
+        embeds: torch.Tensor,
         attention_mask: torch.Tensor | None,
         decoder_input_ids: torch.LongTensor | None,
+        decoder_inputs_embeds: torch.Tensor | None,
         decoder_attention_mask: torch.Tensor | None,
-        encoder_outputs: Any,
         labels: torch.LongTensor | None,
         past_length: int,
-    ) -> tuple[Any, BaseModelOutput, torch.LongTensor, torch.Tensor | None]:
-        """Causal-LM mode: shifted pseudo-encoder input and a causal cross-attention mask."""
-        if input_ids is None:
-            raise ValueError(
-                "causal_LM=True needs input_ids: the pseudo encoder runs on shift_right(input_ids)"
-            )
-        if encoder_outputs is not None:
-            raise ValueError(
-                "causal_LM=True recomputes the pseudo encoder from input_ids; do not pass encoder_outputs "
-                "(generate() is non-causal: call it without causal_LM)"
-            )
-        if labels is not None and labels.shape != input_ids.shape:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Causal-LM mode: the causal cross-attention mask ``(B, 1, T, S)`` and the decoder padding mask."""
+        batch, length = embeds.shape[:2]
+        if labels is not None and labels.shape != (batch, length):
             raise ValueError(
                 f"causal_LM=True needs labels shaped like input_ids, got {tuple(labels.shape)} and "
-                f"{tuple(input_ids.shape)}; use causal_LM=False for seq2seq batches"
+                f"{(batch, length)}; use causal_LM=False for seq2seq batches"
             )
-        batch, length = input_ids.shape
         encoder_mask = (
-            input_ids.new_ones(batch, length)
+            torch.ones(batch, length, dtype=torch.long, device=embeds.device)
             if attention_mask is None
-            else _shift_mask_right(attention_mask.to(input_ids.device).long())
+            else _shift_mask_right(attention_mask.to(embeds.device).long())
         )  # (B, S)
-        encoder_outputs = self.encoder(input_ids=self._shift_right(input_ids))
-        if decoder_input_ids is None:
-            decoder_input_ids = self._shift_right(labels if labels is not None else input_ids)
-        q_length = decoder_input_ids.shape[1]
+        q_length = (decoder_input_ids if decoder_input_ids is not None else decoder_inputs_embeds).shape[1]
         if past_length + q_length > length:
             raise ValueError(
                 f"causal_LM=True: decoder positions reach {past_length + q_length} but input_ids has only "
@@ -581,19 +619,7 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
         if decoder_attention_mask is None and attention_mask is not None:
             # Decoder and input are aligned in causal mode, so the input's padding is the decoder's too.
             decoder_attention_mask = encoder_mask[:, : past_length + q_length]
-        hidden = encoder_outputs.last_hidden_state  # (B, S, D)
-        # Through transformers' mask factory so the mask has the type the attention backend wants:
-        # additive float (eager), bool (sdpa) or BlockMask (flex). A 4D mask passes through T5Stack's
-        # own create_bidirectional_mask untouched.
-        cross_mask = create_bidirectional_mask(
-            config=self.decoder.config,
-            # only batch size, query length, dtype and device are read from it
-            inputs_embeds=torch.empty((batch, q_length, 0), dtype=hidden.dtype, device=hidden.device),
-            attention_mask=encoder_mask,
-            encoder_hidden_states=hidden,
-            and_mask_function=_causal_cross_mask_function(past_length),
-        )  # (B, 1, T, S)
-        return cross_mask, encoder_outputs, decoder_input_ids, decoder_attention_mask
+        return masks.causal_cross_mask(encoder_mask, q_length, past_length), decoder_attention_mask
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         return self._shift_right(labels)
