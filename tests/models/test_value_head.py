@@ -39,6 +39,7 @@ from t5lab.models.value_head import (
     T5WithValueHeadConfig,
 )
 from tests.conftest import TINY_T5
+from tests.models.helpers import enable_checkpointing, no_deprecation_warnings, output_cache
 
 # ---------------------------------------------------------------------------------------------------------
 # Variants
@@ -147,7 +148,7 @@ def test_values_are_head_of_last_decoder_hidden_state(variant):
     copy_body(vh, lm)
     batch = variant.batch()
     with torch.no_grad():
-        values = vh(**batch).values
+        values = vh(**batch).value
         hidden = last_decoder_hidden_state(variant, lm, batch)  # (B, T, D)
         expected = F.linear(hidden, vh.v_head.summary.weight, vh.v_head.summary.bias).squeeze(-1)
     assert values.shape == (2, variant.output_len(batch))
@@ -171,7 +172,7 @@ def test_t5_values_match_an_explicit_decoder_stack_call():
             encoder_attention_mask=batch["attention_mask"],
         ).last_hidden_state  # (B, T_dec, D), after final_layer_norm
         expected = dec @ vh.v_head.summary.weight[0] + vh.v_head.summary.bias[0]
-        torch.testing.assert_close(vh(**batch).values, expected)
+        torch.testing.assert_close(vh(**batch).value, expected)
 
 
 def test_return_dict_false_gives_tuple_with_values_last(variant):
@@ -181,7 +182,7 @@ def test_return_dict_false_gives_tuple_with_values_last(variant):
         as_dict = vh(**batch)
         as_tuple = vh(**batch, return_dict=False)
     assert isinstance(as_tuple, tuple)
-    torch.testing.assert_close(as_tuple[-1], as_dict.values)
+    torch.testing.assert_close(as_tuple[-1], as_dict.value)
     torch.testing.assert_close(as_tuple[0], as_dict.loss)
 
 
@@ -206,20 +207,20 @@ def test_initial_values_are_near_zero():
     batch = {"input_ids": torch.randint(2, 64, (4, 9), generator=g), "labels": torch.randint(2, 64, (4, 7), generator=g)}
     with torch.no_grad():
         out = model(**batch, output_hidden_states=True)
-        assert torch.count_nonzero(zero(**batch).values) == 0
+        assert torch.count_nonzero(zero(**batch).value) == 0
     rms_hidden = out.decoder_hidden_states[-1].pow(2).mean(-1).sqrt()  # (B, T)
     torch.testing.assert_close(rms_hidden, torch.ones_like(rms_hidden), rtol=1e-4, atol=1e-4)
-    assert 0.05 < out.values.pow(2).mean().sqrt().item() < 0.2
+    assert 0.05 < out.value.pow(2).mean().sqrt().item() < 0.2
 
 
 def test_value_head_dropout_is_active_in_train_mode():
     vh = VARIANTS[0].vh(value_head_dropout=0.5)
     batch = VARIANTS[0].batch()
     with torch.no_grad():
-        eval_values = vh(**batch).values
+        eval_values = vh(**batch).value
         vh.train()
         torch.manual_seed(0)
-        train_values = vh(**batch).values
+        train_values = vh(**batch).value
     assert not torch.allclose(eval_values, train_values)
 
 
@@ -262,8 +263,8 @@ def test_pseudo_decoder_causal_lm_mode_values():
         out, ref = vh(**batch), lm(**batch, output_hidden_states=True)
     torch.testing.assert_close(out.logits, ref.logits, rtol=0, atol=0)
     expected = F.linear(ref.decoder_hidden_states[-1], vh.v_head.summary.weight, vh.v_head.summary.bias)
-    assert out.values.shape == (2, 6)
-    torch.testing.assert_close(out.values, expected.squeeze(-1))
+    assert out.value.shape == (2, 6)
+    torch.testing.assert_close(out.value, expected.squeeze(-1))
 
 
 @pytest.mark.parametrize("name", ["pseudo_dec", "decoder_only"])
@@ -297,7 +298,7 @@ def test_config_rejects_bad_values(field, value, message):
 
 def _value_loss_grads(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
     model.zero_grad(set_to_none=True)
-    model(**batch).values.pow(2).sum().backward()
+    model(**batch).value.pow(2).sum().backward()
     return {name: p.grad for name, p in model.named_parameters()}
 
 
@@ -328,7 +329,7 @@ def test_detached_head_still_lets_the_lm_loss_train_the_body(variant):
     vh = variant.vh()
     vh.detach_head()
     out = vh(**variant.batch())
-    (out.loss + out.values.sum()).backward()
+    (out.loss + out.value.sum()).backward()
     assert torch.count_nonzero(vh.decoder.final_layer_norm.weight.grad) > 0
 
 
@@ -340,11 +341,11 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     def grads() -> dict[str, torch.Tensor]:
         vh.zero_grad(set_to_none=True)
         out = vh(**batch)
-        (out.loss + out.values.pow(2).mean()).backward()
+        (out.loss + out.value.pow(2).mean()).backward()
         return {n: p.grad.clone() for n, p in vh.named_parameters() if p.grad is not None}
 
     plain = grads()
-    vh.gradient_checkpointing_enable()
+    enable_checkpointing(vh)
     checkpointed = grads()
     assert plain.keys() == checkpointed.keys() and "v_head.summary.weight" in plain
     for name, grad in plain.items():
@@ -404,7 +405,7 @@ def test_save_load_round_trip_through_auto_class(variant, tmp_path):
         torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
     batch = variant.batch()
     with torch.no_grad():
-        torch.testing.assert_close(loaded.eval()(**batch).values, vh(**batch).values)
+        torch.testing.assert_close(loaded.eval()(**batch).value, vh(**batch).value)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -436,33 +437,79 @@ def test_generate_cached_equals_uncached(variant):
     torch.testing.assert_close(vh.generate(**batch, use_cache=True, **kwargs).sequences, plain.sequences)
 
 
-def test_values_with_kv_cache_equal_full_forward(variant):
+@pytest.mark.parametrize("cache_name", ["cache", "past_key_values"])
+def test_values_with_kv_cache_equal_full_forward(variant, cache_name):
+    """Token-by-token values equal a full forward's, with the cache passed under either name
+    (transformers 5.24 renamed it) and no deprecation warning."""
     vh = variant.vh(value_head_init_scale=1.0)
     g = torch.Generator().manual_seed(7)
-    with torch.no_grad():
+    with torch.no_grad(), no_deprecation_warnings():
         if variant.seq2seq:
             input_ids = torch.randint(2, 64, (2, 6), generator=g)
             decoder_ids = torch.randint(2, 64, (2, 5), generator=g)
-            full = vh(input_ids=input_ids, decoder_input_ids=decoder_ids).values  # (B, 5)
+            full = vh(input_ids=input_ids, decoder_input_ids=decoder_ids).value  # (B, 5)
             enc = vh.get_encoder()(input_ids=input_ids)
             past, steps = None, []
             for t in range(decoder_ids.shape[1]):
-                out = vh(
-                    encoder_outputs=enc, decoder_input_ids=decoder_ids[:, t : t + 1],
-                    past_key_values=past, use_cache=True,
-                )
-                past = out.past_key_values
-                steps.append(out.values)  # (B, 1)
+                cache = {} if past is None else {cache_name: past}
+                out = vh(encoder_outputs=enc, decoder_input_ids=decoder_ids[:, t : t + 1], use_cache=True, **cache)
+                past = output_cache(out)
+                steps.append(out.value)  # (B, 1)
         else:
             ids = torch.randint(2, 64, (2, 7), generator=g)
-            full = vh(input_ids=ids, use_cache=False).values  # (B, 7)
+            full = vh(input_ids=ids, use_cache=False).value  # (B, 7)
             out = vh(input_ids=ids[:, :3], use_cache=True)  # prompt in one go, then token by token
-            past, steps = out.past_key_values, [out.values]
+            past, steps = output_cache(out), [out.value]
             for t in range(3, ids.shape[1]):
-                out = vh(input_ids=ids[:, t : t + 1], past_key_values=past, use_cache=True)
-                past = out.past_key_values
-                steps.append(out.values)
+                out = vh(input_ids=ids[:, t : t + 1], use_cache=True, **{cache_name: past})
+                past = output_cache(out)
+                steps.append(out.value)
     torch.testing.assert_close(torch.cat(steps, dim=1), full)
+
+
+def test_cache_under_both_names_is_refused(variant):
+    vh = variant.vh()
+    with pytest.raises(ValueError, match="not both"):
+        vh(**variant.batch(), cache=None, past_key_values=None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tracing: no per-call hooks, output flattens as a pytree
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_forward_registers_no_hooks(variant):
+    """No hook is added (or left) per call; transformers installs its output-capturing hooks once."""
+    vh = variant.vh()
+    with torch.no_grad():
+        vh(**variant.batch())
+        before = {name: len(m._forward_hooks) for name, m in vh.named_modules()}
+        vh(**variant.batch())
+    assert {name: len(m._forward_hooks) for name, m in vh.named_modules()} == before
+
+
+def test_output_flattens_as_a_pytree(variant):
+    """``value`` does not hide ``ModelOutput.values()``, which pytree flattening calls."""
+    vh = variant.vh()
+    with torch.no_grad():
+        out = vh(**variant.batch())
+    leaves, spec = torch.utils._pytree.tree_flatten(out)
+    assert any(leaf is out.value for leaf in leaves)
+    again = torch.utils._pytree.tree_unflatten(leaves, spec)
+    torch.testing.assert_close(again.value, out.value)
+    assert list(out.values())[-1] is out.value  # the dict method works again
+
+
+def test_hidden_states_only_when_asked(variant):
+    vh = variant.vh()
+    batch = variant.batch()
+    with torch.no_grad():
+        quiet = vh(**batch)
+        loud = vh(**batch, output_hidden_states=True)
+    field = "decoder_hidden_states" if variant.seq2seq else "hidden_states"
+    assert getattr(quiet, field) is None
+    assert len(loud[field]) == 3  # embeddings + 2 layers
+    torch.testing.assert_close(loud.value, quiet.value)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -474,12 +521,21 @@ def test_bf16_body_returns_float32_values(variant):
     vh = variant.vh(value_head_init_scale=1.0)
     batch = variant.batch()
     with torch.no_grad():
-        ref = vh(**batch).values
+        ref = vh(**batch).value
         vh.to(torch.bfloat16)
         out = vh(**batch)
     assert out.logits.dtype == torch.bfloat16
-    assert out.values.dtype == torch.float32
-    torch.testing.assert_close(out.values, ref, rtol=0.1, atol=0.1)
+    assert out.value.dtype == torch.float32
+    torch.testing.assert_close(out.value, ref, rtol=0.1, atol=0.1)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_from_config_in_half_precision_keeps_the_head_in_float32(variant, dtype):
+    config = variant.vh_config(**variant.config_kwargs)
+    model = variant.vh_model._from_config(config, dtype=dtype)
+    assert model.shared.weight.dtype == dtype
+    assert model.v_head.summary.weight.dtype == torch.float32
+    assert model.v_head.summary.bias.dtype == torch.float32
 
 
 def test_bf16_load_keeps_the_head_in_float32(variant, tmp_path):
@@ -488,4 +544,4 @@ def test_bf16_load_keeps_the_head_in_float32(variant, tmp_path):
     assert loaded.shared.weight.dtype == torch.bfloat16
     assert loaded.v_head.summary.weight.dtype == torch.float32
     with torch.no_grad():
-        assert loaded(**variant.batch()).values.dtype == torch.float32
+        assert loaded(**variant.batch()).value.dtype == torch.float32

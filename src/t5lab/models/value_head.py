@@ -17,13 +17,15 @@ model                                     config (``model_type``)               
 ========================================  ===================================================  ==========================
 
 One mixin (:class:`ValueHeadMixin`) does the work; the classes differ only by their LM base class.
-Their forward returns the LM output (same ``logits``/``loss`` as the plain LM) plus ``values`` of
-shape ``(batch, output_len)`` in float32.
+Their forward returns the LM output (same ``logits``/``loss`` as the plain LM) plus ``value`` of
+shape ``(batch, output_len)`` in float32. (The field was called ``values`` before; that name hid
+``ModelOutput.values()``, which pytree flattening, ``torch.compile`` and ``torch.export`` call.)
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +33,6 @@ from typing import Any
 import torch
 from huggingface_hub.dataclasses import strict
 from torch import nn
-from torch.nn import functional as F  # noqa: N812
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -73,10 +74,10 @@ class Seq2SeqLMOutputWithValue(Seq2SeqLMOutput):
     """:class:`~transformers.modeling_outputs.Seq2SeqLMOutput` plus the value head's output.
 
     Attributes:
-        values: ``(batch, decoder_len)`` float32, one value per decoder position.
+        value: ``(batch, decoder_len)`` float32, one value per decoder position.
     """
 
-    values: torch.FloatTensor | None = None
+    value: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -84,28 +85,59 @@ class CausalLMOutputWithPastAndValue(CausalLMOutputWithPast):
     """:class:`~transformers.modeling_outputs.CausalLMOutputWithPast` plus the value head's output.
 
     Attributes:
-        values: ``(batch, seq_len)`` float32, one value per position.
+        value: ``(batch, seq_len)`` float32, one value per position.
     """
 
-    values: torch.FloatTensor | None = None
+    value: torch.FloatTensor | None = None
 
 
-# LM output class -> the same output with a `values` field; most specific first.
-_OUTPUT_WITH_VALUE: list[tuple[type[ModelOutput], type[ModelOutput]]] = [
-    (Seq2SeqLMOutput, Seq2SeqLMOutputWithValue),
-    (CausalLMOutputWithPast, CausalLMOutputWithPastAndValue),
+# LM output class -> the same output with a `value` field, and where it keeps the last decoder
+# hidden state; most specific first.
+_OUTPUT_WITH_VALUE: list[tuple[type[ModelOutput], type[ModelOutput], str]] = [
+    (Seq2SeqLMOutput, Seq2SeqLMOutputWithValue, "decoder_hidden_states"),
+    (CausalLMOutputWithPast, CausalLMOutputWithPastAndValue, "hidden_states"),
 ]
 
+# hidden-state fields that the value head asks for and drops again unless the caller asked too
+_HIDDEN_STATE_FIELDS = ("hidden_states", "decoder_hidden_states", "encoder_hidden_states")
 
-def _with_values(output: ModelOutput, values: torch.Tensor) -> ModelOutput:
-    for lm_cls, value_cls in _OUTPUT_WITH_VALUE:
+
+def _value_output_class(output: ModelOutput) -> tuple[type[ModelOutput], str]:
+    for lm_cls, value_cls, hidden_field in _OUTPUT_WITH_VALUE:
         if isinstance(output, lm_cls):
-            # dict(output) holds only the fields that are set, so None fields stay None
-            return value_cls(**dict(output), values=values)
+            return value_cls, hidden_field
     raise ValueError(
         f"the value head does not know the LM output type {type(output).__name__}; "
         "add it to t5lab.models.value_head._OUTPUT_WITH_VALUE"
     )
+
+
+def cache_argument_name(forward: Any) -> str | None:
+    """The name under which ``forward`` takes the KV cache: ``cache`` (transformers >= 5.24),
+    ``past_key_values`` (older), or None when it takes neither."""
+    params = inspect.signature(forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            return name
+    return None
+
+
+def rename_cache_argument(kwargs: dict[str, Any], name: str | None) -> dict[str, Any]:
+    """``kwargs`` with the cache under ``name`` whichever of ``cache`` / ``past_key_values`` the caller
+    used, so that neither transformers version sees a name it deprecates or does not know.
+
+    Raises:
+        ValueError: both names were given.
+    """
+    if name is None or ("cache" not in kwargs and "past_key_values" not in kwargs):
+        return kwargs
+    if "cache" in kwargs and "past_key_values" in kwargs:
+        raise ValueError("pass the KV cache once, as cache= or past_key_values=, not both")
+    other = "past_key_values" if name == "cache" else "cache"
+    if other in kwargs:
+        kwargs = dict(kwargs)
+        kwargs[name] = kwargs.pop(other)
+    return kwargs
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -219,7 +251,8 @@ class T5ValueHead(nn.Module):
         super().__init__()
         p = getattr(config, "value_head_dropout", None)
         self.dropout = nn.Dropout(config.dropout_rate if p is None else p)
-        self.summary = nn.Linear(config.d_model, 1)
+        # fp32 even when built under a bf16/fp16 default dtype (`_from_config(dtype=...)`)
+        self.summary = nn.Linear(config.d_model, 1, dtype=torch.float32)
         self.detach_input = False
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -233,11 +266,11 @@ class T5ValueHead(nn.Module):
         """
         if self.detach_input:
             hidden_states = hidden_states.detach()
-        # Upcast input and weights: a bf16 body (or a bf16 `.to()` of the whole model) must not
-        # quantise the critic's regression target scale; values feed GAE and the value loss.
-        h = self.dropout(hidden_states.float())  # (B, T, D) fp32
-        bias = None if self.summary.bias is None else self.summary.bias.float()
-        return F.linear(h, self.summary.weight.float(), bias).squeeze(-1)  # (B, T)
+        # The head's weights are fp32 (built so, and `_keep_in_fp32_modules_strict` when loading), so
+        # a bf16 body does not quantise the values that feed GAE and the value loss. The Linear is
+        # called, not its weight read, so accelerate's offload hooks on it run (device_map loads).
+        h = self.dropout(hidden_states.to(self.summary.weight.dtype))  # (B, T, D)
+        return self.summary(h).squeeze(-1).float()  # (B, T) fp32
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -249,15 +282,20 @@ class ValueHeadMixin:
     """Adds ``v_head`` to a transformers LM class; put it first in the bases: ``(ValueHeadMixin, LM)``.
 
     The subclass's ``forward`` is the LM's forward (same signature, so ``generate`` validates its
-    kwargs as for the LM) that also returns ``values``. The last decoder hidden state is taken with a
-    forward hook on the decoder stack for the duration of the call, so the LM forward runs unchanged
-    and no ``output_hidden_states`` of every layer is kept.
+    kwargs as for the LM) that also returns ``value``. The last decoder hidden state is the LM's
+    own ``output_hidden_states`` (transformers ties its last entry to the stack's output, after the
+    final layer norm); the hidden states are dropped from the output again unless the caller asked
+    for them. No hooks and no per-call state, so ``torch.compile(fullgraph=True)`` and
+    ``torch.export`` trace it.
     """
 
     v_head: T5ValueHead
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # a class attribute, so that from_pretrained/_from_config see it before the instance exists
+        strict = getattr(cls, "_keep_in_fp32_modules_strict", None) or ()
+        cls._keep_in_fp32_modules_strict = sorted({*strict, "v_head"})
         if "forward" in cls.__dict__:
             return
         lm_forward = _lm_base(cls).forward
@@ -279,9 +317,6 @@ class ValueHeadMixin:
             config = config_class.from_lm_config(config)
         super().__init__(config, *args, **kwargs)  # type: ignore[call-arg]  # the LM's post_init ran
         self.v_head = T5ValueHead(config)
-        # Keep the head's weights in fp32 when loading with dtype=bf16/fp16 (the strict variant of the
-        # flag applies to bf16 too); values are computed in fp32 regardless.
-        self._keep_in_fp32_modules_strict = {*(self._keep_in_fp32_modules_strict or ()), "v_head"}
         # A second post_init initialises only the new head: modules initialised by the first one are
         # flagged `_is_hf_initialized` and skipped; it also re-collects tied/fp32 keys.
         self.post_init()  # type: ignore[attr-defined]
@@ -341,37 +376,26 @@ class ValueHeadMixin:
         """Whether :meth:`detach_head` is in effect."""
         return self.v_head.detach_input
 
-    def value_head_stack(self) -> nn.Module:
-        """The module whose output is the last decoder hidden state (``(B, T, d_model)`` first item).
-
-        Defaults to ``get_decoder()`` (``self.decoder`` for the T5 variants); override for a body that
-        stores its stack elsewhere.
-        """
-        return self.get_decoder()  # type: ignore[attr-defined]
-
     # -- forward ------------------------------------------------------------------------------------
 
     def _forward_with_values(self, lm_forward: Any, *args: Any, **kwargs: Any) -> ModelOutput | tuple:
+        config = self.config  # type: ignore[attr-defined]
         return_dict = kwargs.pop("return_dict", None)
         if return_dict is None:
-            return_dict = getattr(self.config, "return_dict", True)  # type: ignore[attr-defined]
-        captured: list[torch.Tensor] = []
-
-        def grab_last_hidden_state(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            captured.append(output[0])  # (B, T, D): after the final layer norm (and its dropout)
-
-        handle = self.value_head_stack().register_forward_hook(grab_last_hidden_state)
-        try:
-            output = lm_forward(self, *args, return_dict=True, **kwargs)
-        finally:
-            handle.remove()
-        if len(captured) != 1:
-            raise RuntimeError(
-                f"expected the decoder stack to run once per forward, it ran {len(captured)} times; "
-                "override value_head_stack() to return the module that produces the last hidden state"
-            )
-        values = self.v_head(captured[0])  # (B, T) fp32
-        output = _with_values(output, values)
+            return_dict = getattr(config, "return_dict", True)
+        want_hidden = kwargs.pop("output_hidden_states", None)
+        if want_hidden is None:
+            want_hidden = getattr(config, "output_hidden_states", False)
+        kwargs = rename_cache_argument(kwargs, cache_argument_name(lm_forward))
+        output = lm_forward(self, *args, return_dict=True, output_hidden_states=True, **kwargs)
+        value_cls, hidden_field = _value_output_class(output)
+        hidden = output[hidden_field]
+        value = self.v_head(hidden[-1])  # (B, T) fp32 from the last decoder hidden state
+        fields = dict(output)  # only the fields that are set, so None fields stay None
+        if not want_hidden:
+            for name in _HIDDEN_STATE_FIELDS:
+                fields.pop(name, None)
+        output = value_cls(**fields, value=value)
         return output if return_dict else output.to_tuple()
 
 
@@ -389,7 +413,7 @@ def _lm_base(cls: type) -> type:
 
 
 class T5HeadWithValueModel(ValueHeadMixin, T5ForConditionalGeneration):
-    """transformers' ``T5ForConditionalGeneration`` with a value head; ``values``: ``(B, decoder_len)``."""
+    """transformers' ``T5ForConditionalGeneration`` with a value head; ``value``: ``(B, decoder_len)``."""
 
     config_class = T5WithValueHeadConfig
     config: T5WithValueHeadConfig
@@ -402,7 +426,7 @@ AutoModelForSeq2SeqLM.register(T5WithValueHeadConfig, T5HeadWithValueModel, exis
 class T5PseudoDecWithValueHead(ValueHeadMixin, T5PseudoDecForConditionalGeneration):
     """:class:`~t5lab.models.pseudo_decoder.T5PseudoDecForConditionalGeneration` with a value head.
 
-    ``values``: ``(B, decoder_len)``, in both the seq2seq and the causal-LM mode.
+    ``value``: ``(B, decoder_len)``, in both the seq2seq and the causal-LM mode.
     """
 
     config_class = T5PseudoDecWithValueHeadConfig
@@ -414,7 +438,7 @@ AutoModelForSeq2SeqLM.register(T5PseudoDecWithValueHeadConfig, T5PseudoDecWithVa
 
 
 class T5DecoderOnlyWithValueHead(ValueHeadMixin, T5DecoderOnlyForCausalLM):
-    """:class:`~t5lab.models.decoder_only.T5DecoderOnlyForCausalLM` with a value head; ``values``: ``(B, seq_len)``."""
+    """:class:`~t5lab.models.decoder_only.T5DecoderOnlyForCausalLM` with a value head; ``value``: ``(B, seq_len)``."""
 
     config_class = T5DecoderOnlyWithValueHeadConfig
     config: T5DecoderOnlyWithValueHeadConfig

@@ -244,7 +244,7 @@ class PPOTrainer:
     """Runs PPO steps on a value-head policy against a frozen reference copy.
 
     Args:
-        policy: A t5lab value-head model (forward returns ``.logits`` and ``.values``).
+        policy: A t5lab value-head model (forward returns ``.logits`` and ``.value``).
         config: :class:`PPOConfig`.
         ref_model: Frozen reference LM; default: a deep copy of ``policy`` taken now.
         optimizer: Default: Adam on the policy's trainable parameters.

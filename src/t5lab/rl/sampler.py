@@ -274,9 +274,13 @@ class ResponseForward:
 
 
 def _values_of(out: object) -> torch.Tensor | None:
-    # ModelOutput is an OrderedDict, so a plain LM output's `.values` is the dict method, not a tensor
-    values = getattr(out, "values", None)
-    return values if isinstance(values, torch.Tensor) else None
+    # t5lab's value heads return `value`; `values` (a tensor on custom or older value-head outputs) is
+    # the dict method on a plain LM's ModelOutput
+    for name in ("value", "values"):
+        values = getattr(out, name, None)
+        if isinstance(values, torch.Tensor):
+            return values
+    return None
 
 
 def forward_responses(
@@ -288,7 +292,7 @@ def forward_responses(
     """One teacher-forced pass over prompts + responses (no KV cache), aligned with the responses.
 
     Args:
-        model: A seq2seq or causal LM, with or without a value head (``out.values``).
+        model: A seq2seq or causal LM, with or without a value head (``out.value``).
         input_ids: ``(B, P)`` right-padded prompts, as given to :func:`respond_to_batch`.
         attention_mask: ``(B, P)`` or None.
         response_ids: ``(B, T)`` responses from :func:`respond_to_batch`.
