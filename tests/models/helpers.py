@@ -13,7 +13,7 @@ from typing import Any
 def output_cache(output: Any) -> Any:
     """The KV cache of a model output: field ``cache`` (transformers >= 5.24) or ``past_key_values``."""
     names = {f.name for f in dataclasses.fields(output)}
-    return output["cache"] if "cache" in names else output["past_key_values"]
+    return getattr(output, "cache" if "cache" in names else "past_key_values")
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ import t5lab  # noqa: F401  (registers EncT5 with the Auto classes)
 from t5lab.models.enct5 import EncT5Config, EncT5ForSequenceClassification
 from t5lab.models.loading import from_pretrained_with_report
 from tests.conftest import TINY_T5
+from tests.models.helpers import enable_checkpointing, output_cache
 
 SINGLE, MULTI, REG = "single_label_classification", "multi_label_classification", "regression"
 
@@ -111,7 +112,7 @@ def test_encoder_matches_hf_t5_encoder_model():
     state = {k: v for k, v in model.state_dict().items() if k.startswith(("shared.", "encoder."))}
     hf.load_state_dict(state, strict=True)
     ids, mask = batch()
-    ours = model(ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+    ours = model(ids, attention_mask=mask, output_hidden_states=True).encoder_hidden_states[-1]
     ref = hf(ids, attention_mask=mask).last_hidden_state
     torch.testing.assert_close(ours, ref)
 
@@ -133,7 +134,7 @@ def test_single_prompt_decoder_matches_hf_decoder_stack(num_decoder_layers):
     hf = _hf_decoder(model)
     ids, mask = batch()
     out = model(ids, attention_mask=mask, output_hidden_states=True)
-    encoder_states = out.hidden_states[-1]
+    encoder_states = out.encoder_hidden_states[-1]
     prompts = model.decoder_embeddings(torch.zeros(ids.shape[0], 1, dtype=torch.long))  # (B, 1, d)
     ref = hf(inputs_embeds=prompts, encoder_hidden_states=encoder_states, encoder_attention_mask=mask)
     torch.testing.assert_close(out.decoder_hidden_states[-1], ref.last_hidden_state)
@@ -154,7 +155,7 @@ def test_multi_label_prompts_match_hf_decoder_with_full_self_attention():
     ref = hf(
         inputs_embeds=prompts,
         attention_mask=full,
-        encoder_hidden_states=out.hidden_states[-1],
+        encoder_hidden_states=out.encoder_hidden_states[-1],
         encoder_attention_mask=mask,
     ).last_hidden_state  # (B, L, d)
     torch.testing.assert_close(out.decoder_hidden_states[-1], ref)
@@ -163,7 +164,7 @@ def test_multi_label_prompts_match_hf_decoder_with_full_self_attention():
     torch.testing.assert_close(out.logits, per_label)
     # a causal decoder would give a different first prompt: the mask really is bidirectional
     causal = hf(
-        inputs_embeds=prompts, encoder_hidden_states=out.hidden_states[-1], encoder_attention_mask=mask
+        inputs_embeds=prompts, encoder_hidden_states=out.encoder_hidden_states[-1], encoder_attention_mask=mask
     )
     assert not torch.allclose(causal.last_hidden_state[:, 0], ref[:, 0], atol=1e-4)
 
@@ -213,18 +214,28 @@ def test_init_matches_transformers_t5():
     assert torch.count_nonzero(fresh.classification_head.out_proj.bias) == 0
 
 
-def test_decoder_builds_no_causal_mask_and_no_cache(monkeypatch):
-    """The cheap path: the decoder never calls create_causal_mask nor makes a cache."""
-    import transformers.models.t5.modeling_t5 as modeling_t5
-
-    def fail(*args, **kwargs):
-        raise AssertionError("EncT5 must not build a causal mask")
-
-    monkeypatch.setattr(modeling_t5, "create_causal_mask", fail)
+def test_decoder_keeps_no_cache_and_prompts_see_each_other():
+    """The cheap path: no KV cache even when asked, and no causal mask (a later prompt changes an earlier one)."""
     model = make_model(MULTI, 3)
     ids, mask = batch()
-    out = model(ids, attention_mask=mask)
-    assert out.logits.shape == (3, 3) and "past_key_values" not in out
+    out = model(ids, attention_mask=mask, use_cache=True)
+    assert out.logits.shape == (3, 3) and output_cache(out) is None
+    encoder_states = model.encoder(ids, attention_mask=mask).last_hidden_state
+    prompts = model.decoder_embeddings(torch.arange(3)).expand(3, -1, -1)
+    dec = model.decoder(inputs_embeds=prompts, encoder_hidden_states=encoder_states, use_cache=True)
+    assert output_cache(dec) is None
+    changed = prompts.clone()
+    changed[:, 2] += 1.0
+    again = model.decoder(inputs_embeds=changed, encoder_hidden_states=encoder_states)
+    assert not torch.allclose(again.last_hidden_state[:, 0], dec.last_hidden_state[:, 0])
+
+
+def test_cache_arguments_are_refused():
+    model = make_model()
+    ids, mask = batch()
+    for name in ("cache", "past_key_values"):
+        with pytest.raises(ValueError, match="no KV cache"):
+            model(ids, attention_mask=mask, **{name: object()})
 
 
 def test_precomputed_encoder_outputs_give_the_same_logits():
@@ -245,11 +256,8 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         model = make_model(SINGLE, 3, num_decoder_layers=2)
         model.train()
         if checkpointing:
-            model.activation_checkpointing_enable()
-            assert (
-                model.decoder.block[0].gradient_checkpointing
-                and model.encoder.block[0].gradient_checkpointing
-            )
+            enable_checkpointing(model)
+            assert model.decoder.gradient_checkpointing and model.encoder.gradient_checkpointing
         model(ids, attention_mask=mask, labels=labels).loss.backward()
         grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
@@ -342,7 +350,7 @@ def test_attentions_with_eager():
     model.set_attn_implementation("eager")
     ids, mask = batch()
     out = model(ids, attention_mask=mask, output_attentions=True)
-    assert len(out.attentions) == TINY_T5["num_layers"] and out.attentions[0].shape == (3, 4, 7, 7)
+    assert len(out.encoder_attentions) == TINY_T5["num_layers"] and out.encoder_attentions[0].shape == (3, 4, 7, 7)
     assert out.decoder_attentions[0].shape == (3, 4, 3, 3)
     assert out.cross_attentions[0].shape == (3, 4, 3, 7)
     # padded encoder positions get no cross-attention

@@ -20,7 +20,8 @@ The API follows the reference implementation (github.com/monologg/EncT5):
 
 Parameter names are transformers' T5 names (``shared``, ``encoder.*``, ``decoder.block.*``), so a
 plain T5 checkpoint also loads with ``from_pretrained`` (extra decoder layers are reported unused,
-``decoder_embeddings`` and ``classification_head`` new).
+``decoder_embeddings`` and ``classification_head`` new). Encoder and decoder are t5lab's own T5 core
+(:mod:`t5lab.models.t5core`), so only transformers' public API is used.
 """
 
 from __future__ import annotations
@@ -40,13 +41,11 @@ from transformers import (
     AutoModelForSequenceClassification,
     T5Config,
 )
-from transformers.masking_utils import create_bidirectional_mask
-from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
-from transformers.models.t5.modeling_t5 import T5Attention, T5PreTrainedModel, T5Stack
-from transformers.utils import DUMMY_INPUTS, DUMMY_MASK
-from transformers.utils.output_capturing import capture_outputs
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutput, Seq2SeqSequenceClassifierOutput
 
 from t5lab.models.loading import LoadReport
+from t5lab.models.t5core import T5Attention, T5CorePreTrainedModel, T5Stack
 
 logger = logging.getLogger("t5lab")
 
@@ -164,13 +163,12 @@ def check_enct5_config(config: EncT5Config) -> None:
 
 
 @dataclass
-class EncT5SequenceClassifierOutput(SequenceClassifierOutput):
-    """``SequenceClassifierOutput`` (loss, logits (B, num_labels), encoder ``hidden_states`` /
-    ``attentions``) plus the decoder's states over the prompts and its cross-attentions."""
-
-    decoder_hidden_states: tuple[torch.Tensor, ...] | None = None
-    decoder_attentions: tuple[torch.Tensor, ...] | None = None
-    cross_attentions: tuple[torch.Tensor, ...] | None = None
+class EncT5SequenceClassifierOutput(Seq2SeqSequenceClassifierOutput):
+    """transformers' ``Seq2SeqSequenceClassifierOutput``, the output of an encoder-decoder classifier:
+    ``loss``, ``logits`` (B, num_labels), ``encoder_last_hidden_state`` (B, T, d),
+    ``encoder_hidden_states`` / ``encoder_attentions``, and the decoder's ``decoder_hidden_states`` /
+    ``decoder_attentions`` over the prompts and its ``cross_attentions``. The cache field stays None
+    (EncT5 decodes once, without a cache)."""
 
 
 class EncT5CrossAttention(T5Attention):
@@ -189,7 +187,7 @@ class EncT5CrossAttention(T5Attention):
     t5-small shape with ``P = 1`` and ``T = 128`` (the "absorbed" attention of DeepSeek-V2, Liu
     et al. 2024, arXiv:2405.04434, sec. 2.1.2, applied to T5's unscaled, bias-free
     cross-attention). The parameters (``q``, ``k``, ``v``, ``o``) and the result are those of
-    :class:`~transformers.models.t5.modeling_t5.T5Attention` up to float rounding
+    :class:`~t5lab.models.t5core.T5Attention` (and transformers' T5) up to float rounding
     (``tests/models/test_enct5.py`` compares both paths and transformers' decoder).
 
     Attributes:
@@ -214,14 +212,21 @@ class EncT5CrossAttention(T5Attention):
         mask: torch.Tensor | None = None,
         key_value_states: torch.Tensor | None = None,
         position_bias: torch.Tensor | None = None,
-        past_key_values: Any = None,
-        **kwargs: Any,
+        cache: Any = None,
+        output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """``T5Attention.forward``'s inputs and outputs: (attention output, position bias, weights)."""
+        """:class:`~t5lab.models.t5core.T5Attention`'s inputs and outputs: (output, position bias, weights).
+
+        ``position_bias`` of a cross-attention is the encoder padding as an additive ``(B, 1, 1, T)``
+        term (the core folds the mask into it). The standard form runs whenever the absorbed one
+        does not apply: self-attention, a cache, fewer FLOPs the standard way, or projection weights
+        that are not plain tensors on the input's device (accelerate offload keeps them on the meta
+        device and fills them in only inside the projection's own forward).
+        """
         if (
             key_value_states is None
-            or past_key_values is not None
-            or not (mask is None or isinstance(mask, torch.Tensor))  # flex BlockMask
+            or cache is not None
+            or not self._weights_at_hand(hidden_states.device)
             or not self.uses_absorbed_form(hidden_states.shape[1], key_value_states.shape[1])
         ):
             return super().forward(
@@ -229,8 +234,8 @@ class EncT5CrossAttention(T5Attention):
                 mask=mask,
                 key_value_states=key_value_states,
                 position_bias=position_bias,
-                past_key_values=past_key_values,
-                **kwargs,
+                cache=cache,
+                output_attentions=output_attentions,
             )
         batch, queries, _ = hidden_states.shape
         heads, dk, d = self.n_heads, self.key_value_proj_dim, self.d_model
@@ -244,84 +249,75 @@ class EncT5CrossAttention(T5Attention):
         scores = torch.bmm(
             q_model.reshape(batch, heads * queries, d), key_value_states.transpose(1, 2)
         ).view(batch, heads, queries, length)  # (B, H, P, T); T5 does not scale the scores
-        if position_bias is not None:  # T5 cross-attention has none, but honour one passed in
-            scores = scores + position_bias
-        if mask is not None:  # (B, 1, P or 1, T): bool (sdpa: True = attend) or additive (eager)
-            if mask.dtype == torch.bool:
-                mask = torch.zeros_like(mask, dtype=scores.dtype).masked_fill(
-                    ~mask, torch.finfo(scores.dtype).min
-                )
-            scores = scores + mask
-        weights = nn.functional.softmax(scores, dim=-1)  # (B, H, P, T)
+        for extra in (position_bias, mask):  # additive float or bool (True = attend)
+            if extra is None:
+                continue
+            if extra.dtype == torch.bool:
+                extra = torch.zeros_like(extra, dtype=scores.dtype).masked_fill(~extra, torch.finfo(scores.dtype).min)
+            scores = scores + extra.to(scores.dtype)
+        weights = nn.functional.softmax(scores.float(), dim=-1).type_as(scores)  # (B, H, P, T)
         weights = nn.functional.dropout(weights, p=self.dropout, training=self.training)
         mixed = torch.bmm(weights.reshape(batch, heads * queries, length), key_value_states)  # (B, H*P, d)
         context = torch.einsum("bhpd,hkd->bphk", mixed.view(batch, heads, queries, d), w_v)  # (B, P, H, dk)
         output = self.o(context.reshape(batch, queries, heads * dk))  # (B, P, d)
-        return output, position_bias, weights
+        return output, position_bias, weights if output_attentions else None
+
+    def _weights_at_hand(self, device: torch.device) -> bool:
+        """Whether ``k``/``v``'s weights are real tensors on ``device`` (not offloaded to meta)."""
+        return all(
+            not w.is_meta and w.device == device and type(w) in (torch.Tensor, nn.Parameter)
+            for w in (self.k.weight, self.v.weight)
+        )
+
+
+# The prompts are a set, not a sequence: they see each other in both directions (for P == 1 the
+# same as causal). A 4D mask is used by the core exactly as given, so no causal mask is added.
+def _prompt_self_mask(num_prompts: int, device: torch.device) -> torch.Tensor:
+    return torch.ones(1, 1, num_prompts, num_prompts, dtype=torch.bool, device=device)  # (1, 1, P, P)
 
 
 class EncT5Decoder(T5Stack):
-    """transformers' decoder ``T5Stack`` run over prompt embeddings, non-autoregressively.
+    """A decoder :class:`~t5lab.models.t5core.T5Stack` run over prompt embeddings, non-autoregressively.
 
-    ``forward`` is overridden (the blocks, norms and weights are T5Stack's) because EncT5 needs less
-    than a generative decoder: no KV cache and no causal mask. The prompts are a set, not a
-    sequence to generate, so they attend to each other bidirectionally (for P == 1 that is the same
-    as causal); skipping ``create_causal_mask`` and the cache is what makes the shallow decoder
-    cheap. Parity with ``T5Stack.forward`` is covered by ``tests/models/test_enct5.py``.
+    Its blocks, norms and parameter names are T5's decoder's (the first block keeps the decoder's
+    one-way relative position buckets, so a T5 checkpoint's table keeps its meaning). EncT5 needs
+    less than a generative decoder: no KV cache and no causal mask (the prompts attend to each other
+    in both directions), and the cross-attention is :class:`EncT5CrossAttention`. Parity with
+    transformers' decoder ``T5Stack`` is covered by ``tests/models/test_enct5.py``.
     """
 
-    def __init__(self, config: T5Config):
-        # The prompt embedding lives on the parent model (`decoder_embeddings`); build the stack
-        # with a 1-row vocabulary so no (vocab_size, d_model) table is allocated just to be dropped.
-        config = copy.deepcopy(config)
-        config.vocab_size = 1
-        super().__init__(config)
+    def __init__(self, config: T5Config, num_layers: int | None = None):
+        # The prompt embedding lives on the parent model (`decoder_embeddings`): a 1-row placeholder
+        # keeps the stack from allocating a (vocab_size, d_model) table only to drop it.
+        super().__init__(
+            config,
+            embed_tokens=nn.Embedding(1, config.d_model),
+            is_decoder=True,
+            num_layers=num_layers,
+            cross_attention=True,
+        )
         self.embed_tokens = None
         for i, block in enumerate(self.block):
-            # sdpa reads `is_causal` from the module when no mask is given; prompts see each other.
-            block.layer[0].SelfAttention.is_causal = False
             # a few prompt queries over T encoder states: project the queries, not the states
-            block.layer[1].EncDecAttention = EncT5CrossAttention(
-                config, has_relative_attention_bias=False, layer_idx=i, is_causal=False
-            )
+            block.layer[1].EncDecAttention = EncT5CrossAttention(config, has_relative_attention_bias=False, layer_idx=i)
 
-    @classmethod
-    def is_custom_code(cls) -> bool:
-        # T5Stack.__init__ initialises its weights; see EncT5ForSequenceClassification.is_custom_code
-        return False
-
-    @capture_outputs
     def forward(
         self,
         inputs_embeds: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         encoder_attention_mask: torch.Tensor | None = None,
         **kwargs: Any,
-    ) -> BaseModelOutput:
-        """Run the blocks over ``inputs_embeds`` (B, P, d) cross-attending to (B, T, d)."""
-        # (B, 1, P, T) additive/bool mask over encoder padding, or None when nothing is padded (sdpa)
-        encoder_mask = create_bidirectional_mask(
-            config=self.config,
+    ) -> Any:
+        """Run the blocks over ``inputs_embeds`` (B, P, d) cross-attending to (B, T, d), without a cache."""
+        kwargs.pop("use_cache", None)
+        return super().forward(
             inputs_embeds=inputs_embeds,
-            attention_mask=encoder_attention_mask,
+            attention_mask=_prompt_self_mask(inputs_embeds.shape[1], inputs_embeds.device),
             encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            use_cache=False,
+            **kwargs,
         )
-        hidden_states = self.dropout(inputs_embeds)
-        position_bias = None  # (1, H, P, P), computed by the first block and shared, as in T5Stack
-        cross_bias = None  # (1, H, P, T) zeros: T5 cross-attention has no position bias
-        for block in self.block:
-            hidden_states, position_bias, cross_bias = block(
-                hidden_states,
-                None,
-                position_bias,
-                encoder_hidden_states,
-                encoder_mask,
-                cross_bias,
-                past_key_values=None,
-                **kwargs,
-            )
-        hidden_states = self.dropout(self.final_layer_norm(hidden_states))  # (B, P, d)
-        return BaseModelOutput(last_hidden_state=hidden_states)
 
 
 class EncT5ClassificationHead(nn.Module):
@@ -341,8 +337,9 @@ class EncT5ClassificationHead(nn.Module):
     def forward(self, hidden_states: torch.Tensor, per_prompt: bool) -> torch.Tensor:
         hidden_states = self.dropout(hidden_states)  # (B, P, d)
         if per_prompt:
-            # (B, L, d) * (L, d) summed over d == L separate dot products, + (L,)
-            return (hidden_states * self.out_proj.weight).sum(-1) + self.out_proj.bias
+            # prompt l's score is row l of out_proj applied to prompt l: the diagonal of all (L, L)
+            # scores. Calling the Linear (not reading its weight) lets accelerate's hooks run.
+            return torch.diagonal(self.out_proj(hidden_states), dim1=1, dim2=2)  # (B, L)
         return self.out_proj(hidden_states[:, 0])  # (B, num_labels)
 
 
@@ -351,7 +348,7 @@ class EncT5ClassificationHead(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-class EncT5ForSequenceClassification(T5PreTrainedModel):
+class EncT5ForSequenceClassification(T5CorePreTrainedModel):
     """EncT5 for sequence classification / regression (arXiv 2110.08426).
 
     Args:
@@ -359,7 +356,7 @@ class EncT5ForSequenceClassification(T5PreTrainedModel):
 
     Attributes:
         shared: token embedding (tied to ``encoder.embed_tokens``).
-        encoder: transformers' encoder ``T5Stack``.
+        encoder: the encoder :class:`~t5lab.models.t5core.T5Stack`.
         decoder: :class:`EncT5Decoder` with ``num_decoder_layers`` T5 decoder blocks.
         decoder_embeddings: ``nn.Embedding(decoder_vocab_size, d_model)`` prompt embeddings.
         classification_head: :class:`EncT5ClassificationHead`.
@@ -379,39 +376,19 @@ class EncT5ForSequenceClassification(T5PreTrainedModel):
         check_enct5_config(config)
         super().__init__(config)
         self.shared = nn.Embedding(config.vocab_size, config.d_model)
-
-        encoder_config = copy.deepcopy(config)
-        encoder_config.is_decoder = False
-        encoder_config.use_cache = False
-        self.encoder = T5Stack(encoder_config)
-
-        decoder_config = copy.deepcopy(config)
-        decoder_config.is_decoder = True
-        decoder_config.use_cache = False
-        decoder_config.num_layers = config.num_decoder_layers
-        self.decoder = EncT5Decoder(decoder_config)
+        # both stacks read the model's own config (attention back-end switches reach them)
+        self.encoder = T5Stack(config, embed_tokens=self.shared, is_decoder=False)
+        self.decoder = EncT5Decoder(config, num_layers=config.num_decoder_layers)
 
         self.decoder_embeddings = nn.Embedding(config.prompt_vocab_size, config.d_model)
         self.classification_head = EncT5ClassificationHead(config)
         self.post_init()
 
-    @classmethod
-    def is_custom_code(cls) -> bool:
-        """Treat EncT5 like a model of transformers itself when initialising weights.
-
-        transformers 5 flags every class outside its package as custom code, and for custom code
-        ``_initialize_weights`` skips modules without direct parameters, which silently drops T5's
-        scaled init of ``T5Attention`` (q std (d_model*d_kv)^-0.5, not 1.0), ``T5DenseActDense``
-        and our head. Our ``_init_weights`` only uses transformers' flag-aware ``initialization``
-        helpers, so the custom-code guard is not needed. Covered by
-        ``test_init_matches_transformers_t5``.
-        """
-        return False
-
     @property
     def dummy_inputs(self) -> dict[str, torch.Tensor]:
-        # T5's dummy inputs include decoder_input_ids; EncT5 builds its decoder inputs itself
-        return {"input_ids": torch.tensor(DUMMY_INPUTS), "attention_mask": torch.tensor(DUMMY_MASK)}
+        # EncT5 builds its decoder inputs itself: encoder ids and padding only
+        input_ids = torch.tensor([[7, 6, 0, 0, 1], [1, 2, 3, 0, 0], [0, 0, 0, 4, 5]])
+        return {"input_ids": input_ids, "attention_mask": (input_ids != 0).long()}
 
     # -- embeddings -------------------------------------------------------------------------------
 
@@ -427,8 +404,6 @@ class EncT5ForSequenceClassification(T5PreTrainedModel):
         """T5's init, plus the EncT5 prompt embedding (N(0, factor), as ``shared``) and head
         (N(0, factor / sqrt(d_model)), zero bias, as T5's classification head)."""
         super()._init_weights(module)
-        from transformers import initialization as init
-
         factor = self.config.initializer_factor
         if isinstance(module, EncT5ForSequenceClassification):
             init.normal_(module.shared.weight, mean=0.0, std=factor)
@@ -544,8 +519,10 @@ class EncT5ForSequenceClassification(T5PreTrainedModel):
             attention_mask: (B, T), 1 for tokens, 0 for padding.
             labels: single-label: (B,) int class ids (-100 ignored); multi-label: (B, num_labels)
                 multi-hot in [0, 1]; regression: (B,) or (B, num_labels) floats.
-            output_attentions / output_hidden_states: also return per-layer attentions (use
-                ``attn_implementation="eager"``) / hidden states of encoder and decoder.
+            output_attentions / output_hidden_states: also return per-layer attentions / hidden
+                states, as transformers names them for encoder-decoders: ``encoder_attentions``,
+                ``decoder_attentions``, ``cross_attentions``, ``encoder_hidden_states``,
+                ``decoder_hidden_states``.
 
         Returns:
             :class:`EncT5SequenceClassifierOutput` with ``logits`` (B, num_labels) and ``loss`` (mean
@@ -556,12 +533,11 @@ class EncT5ForSequenceClassification(T5PreTrainedModel):
         if per_prompt and self.config.prompt_vocab_size < self.config.num_labels:
             check_enct5_config(self.config)  # raises the one-line explanation
 
-        flags = {}
-        if output_attentions is not None:
-            flags["output_attentions"] = output_attentions
-        if output_hidden_states is not None:
-            flags["output_hidden_states"] = output_hidden_states
-
+        flags = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+        kwargs.pop("use_cache", None)  # nothing is cached: one decoder pass over the prompts
+        for name in ("cache", "past_key_values"):
+            if kwargs.pop(name, None) is not None:
+                raise ValueError(f"EncT5 keeps no KV cache; do not pass {name}=")
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
                 input_ids=input_ids,
@@ -595,11 +571,12 @@ class EncT5ForSequenceClassification(T5PreTrainedModel):
         output = EncT5SequenceClassifierOutput(
             loss=loss,
             logits=logits,
-            hidden_states=encoder_outputs.hidden_states,
-            attentions=encoder_outputs.attentions,
             decoder_hidden_states=decoder_outputs.hidden_states,
             decoder_attentions=decoder_outputs.attentions,
-            cross_attentions=getattr(decoder_outputs, "cross_attentions", None),
+            cross_attentions=decoder_outputs.cross_attentions,
+            encoder_last_hidden_state=encoder_states,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
