@@ -55,11 +55,12 @@ def test_init_from_checkpoint_prints_load_report(tmp_path, capsys):
     src = T5ForConditionalGeneration(T5Config(vocab_size=200, d_model=16, d_ff=32, d_kv=4, num_heads=2, num_layers=1,
                                               relative_attention_num_buckets=8, decoder_start_token_id=0))
     src.save_pretrained(tmp_path / "ckpt")
-    raw = tiny(name="init", model={"variant": "decoder_only", "init_from": str(tmp_path / "ckpt")},
+    raw = tiny(name="init", model={"variant": "decoder_only", "init_from": str(tmp_path / "ckpt"), "resize_embeddings": True},
                train={"max_steps": 2})
     [result] = train(raw, out=tmp_path / "runs")
     out = capsys.readouterr().out
     assert "loaded weights from" in out and "new (randomly initialised)" in out
+    assert "embeddings resized from 200 to" in out  # the vocabulary differs: said, since resize_embeddings=true
     assert (result.run_dir / "DONE").exists()
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from t5lab import rundir
 from t5lab.errors import ConfigError, T5LabError
 from t5lab.fileio import atomic_savefig
 from t5lab.rl.ppo import PPOConfig
@@ -299,10 +300,7 @@ def run_ppo(
     import torch
     from transformers import AutoTokenizer
 
-    from t5lab.rl.ppo import PPOTrainer
-    from t5lab.rl.rewards import compute_scores, load_reward, resolve_model_dir
-    from t5lab.train.callbacks import RunCSVLogger
-    from t5lab.train.io import atomic_save_pretrained, atomic_write_text
+    from t5lab.rl.rewards import load_reward, resolve_model_dir
     from t5lab.train.run import new_run_dir
 
     if resume is not None:
@@ -330,16 +328,40 @@ def run_ppo(
 
     if resume is None:
         run_dir = new_run_dir(out, cfg.name)
+    # one process per run dir (t5lab.rundir.RunLock); released when the run ends or fails
+    with rundir.RunLock(run_dir, "ppo"):
+        return _run_ppo_locked(cfg, run_dir, resume, progress, policy, ref, tokenizer, prompts, targets, reward)
+
+
+def _run_ppo_locked(cfg: PPORunConfig, run_dir: Path, resume: Any, progress: bool, policy: Any, ref: Any,
+                    tokenizer: Any, prompts: list[str], targets: list[str] | None, reward: Any) -> Path:
+    import torch
+
+    from t5lab.rl.ppo import PPOTrainer
+    from t5lab.rl.rewards import compute_scores
+    from t5lab.train.callbacks import RunCSVLogger
+    from t5lab.train.io import atomic_append_text, atomic_save_pretrained, atomic_write_text
+
+    ppo_cfg = cfg.ppo_config
+    if resume is None:
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
     trainer = PPOTrainer(policy, ppo_cfg, ref_model=ref)
-    logger = RunCSVLogger(run_dir)
     last = run_dir / "checkpoints" / "last"
     if resume is not None:
         if (run_dir / DONE).exists():
             raise T5LabError(f"--resume {run_dir}: the run is finished (DONE exists)")
+        rundir.clean_stale(run_dir)  # temp dirs of a cut save; a checkpoint moved aside is put back
         if last.is_dir():
-            trainer.load(last)
-        logger.truncate_after(trainer.step_count)
+            for f in sorted(last.rglob("*")):
+                if f.is_file() and rundir.verification_on():
+                    rundir.verify(f, run_dir)
+            try:
+                trainer.load(last)
+            except (ValueError, OSError, RuntimeError) as err:
+                raise T5LabError(f"{last}: not a loadable PPO checkpoint ({str(err).splitlines()[0][:120]}); start a new run") from None
+        rundir.truncate_samples(run_dir / "samples.txt", trainer.step_count)
+    logger = RunCSVLogger(run_dir)
+    logger.truncate_after(trainer.step_count)
 
     batch = ppo_cfg.batch_size
     order_gen = torch.Generator().manual_seed(ppo_cfg.seed + 1)
@@ -374,13 +396,21 @@ def run_ppo(
             lines = [f"== step {done}"]
             for p, r, s in list(zip(texts, responses, scores.tolist()))[: cfg.num_samples]:
                 lines.append(f"prompt: {p}\nresponse: {r}\nscore: {s:.4f}")
-            old = (run_dir / "samples.txt").read_text() if (run_dir / "samples.txt").exists() else ""
-            atomic_write_text(run_dir / "samples.txt", old + "\n".join(lines) + "\n\n")
+            atomic_append_text(run_dir / "samples.txt", "\n".join(lines) + "\n\n", point="samples")
         if done % cfg.save_every == 0 or done == cfg.steps:
-            trainer.save(last, tokenizer)
-    atomic_save_pretrained(policy, tokenizer, run_dir / "model")
-    atomic_write_text(run_dir / DONE, "")
+            # saved whole into a temp dir, hashed into the manifest, then swapped in (t5lab.rundir.save_dir)
+            rundir.save_dir(last, lambda tmp: _save_checkpoint(trainer, tokenizer, tmp), run_dir, "ppo_ckpt")
+    atomic_save_pretrained(policy, tokenizer, run_dir / "model", run_dir=run_dir)
+    atomic_write_text(run_dir / DONE, "", point="done")
     return run_dir
+
+
+def _save_checkpoint(trainer: Any, tokenizer: Any, tmp: Path) -> None:
+    """``PPOTrainer.save`` into ``tmp`` (it writes a directory of its own name: moved up into ``tmp``)."""
+    trainer.save(tmp / "ckpt", tokenizer)
+    for child in (tmp / "ckpt").iterdir():
+        os.replace(child, tmp / child.name)
+    (tmp / "ckpt").rmdir()
 
 
 def plot_reward_curve(run_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:

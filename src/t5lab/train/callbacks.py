@@ -1,36 +1,95 @@
-"""Lightning plug-ins of a run directory: atomic checkpoints and the metrics.csv logger."""
+"""Lightning plug-ins of a run directory: atomic checkpoints in the manifest, the metrics.csv
+logger, and the run guard (epoch column, divergence stop, fault-injection step point)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
-from t5lab.train.io import atomic_write, atomic_write_text
+from t5lab import rundir
+from t5lab.errors import T5LabError
+from t5lab.train.io import atomic_write
 
 FIRST_COLUMNS = ["step", "epoch", "samples", "tokens", "train_loss", "lr"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temp file then renamed (a kill -9 never leaves a truncated
-    ``last.ckpt``), and read with ``torch.load(weights_only=True)``."""
+    ``last.ckpt``), their sha256 announced to the run's manifest before the rename and settled
+    after (t5lab.rundir), and read with ``torch.load(weights_only=True)``.
+
+    Args:
+        run_dir: The run directory whose ``manifest.json`` records the checkpoints (None: none).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike | None = None) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
-        atomic_write(path, lambda fh: torch.save(checkpoint, fh), mode="wb")
+        path = Path(path)
+        run_dir = self.run_dir
+        rel = rundir.relative(run_dir, path) if run_dir is not None else ""
+        digest: dict[str, str] = {}
+
+        def announce(tmp: Path) -> None:
+            if run_dir is not None:
+                digest[rel] = rundir.sha256_file(tmp)
+                rundir.announce(run_dir, digest)
+
+        points = ("ckpt_tmp", f"{path.stem}_ckpt_tmp")  # T5LAB_FAULT=ckpt_tmp (any) or last_ckpt_tmp
+        atomic_write(path, lambda fh: torch.save(checkpoint, fh), mode="wb", point=points, before_replace=announce)
+        if run_dir is not None:
+            rundir.settle(run_dir, digest)
 
     def load_checkpoint(self, path: str | os.PathLike, map_location: Callable | None = None, weights_only: bool | None = None) -> dict[str, Any]:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"Checkpoint file not found: {path}")
-        # weights_only=True always: checkpoints hold tensors and plain Python values only
-        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        # weights_only=True always: checkpoints hold tensors and plain Python values only. The hash was
+        # checked when the run chose this checkpoint (t5lab.train.run.choose_checkpoint).
+        return rundir.load_checkpoint(path, verify_hash=False)
+
+    def remove_checkpoint(self, path: str | os.PathLike) -> None:
+        super().remove_checkpoint(path)
+        if self.run_dir is not None:
+            rundir.settle(self.run_dir, {}, drop=[rundir.relative(self.run_dir, path)])
+
+
+def read_metrics_rows(
+    path: str | os.PathLike, strict: bool = True
+) -> tuple[list[str], list[tuple[int, dict[str, str]]], list[tuple[int, int | None]]]:
+    """``(header, [(line number, row), ...], [(line number, step or None), ...])`` of a metrics.csv.
+
+    Empty cells are dropped from the rows. A row with the wrong number of fields (a cut or
+    hand-edited line) raises RunDirError naming its line (``strict``), or is returned in the
+    third list (its step when the first field still reads as one) and kept out of the rows.
+    """
+    path = Path(path)
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        rows, bad = [], []
+        for fields in reader:
+            line = reader.line_num
+            if len(fields) != len(header) or (header[:1] == ["step"] and not fields[0].strip().isdigit()):
+                if strict:
+                    raise rundir.RunDirError(
+                        f"{path} line {line}: {len(fields)} fields where the header has {len(header)} "
+                        "(a cut or edited row); delete or repair that line"
+                    )
+                bad.append((line, int(fields[0]) if fields and fields[0].strip().isdigit() else None))
+                continue
+            rows.append((line, {k: v for k, v in zip(header, fields) if v != ""}))
+    return header, rows, bad
 
 
 class RunCSVLogger(Logger):
@@ -38,7 +97,9 @@ class RunCSVLogger(Logger):
 
     Rows logged at the same step (train and validation) are merged into one. Columns are
     ``step, epoch, samples, tokens, train_loss, lr`` followed by every other metric in order of
-    first appearance. On resume, :meth:`truncate_after` drops rows of steps the checkpoint never saw.
+    first appearance; ``epoch`` is filled in every row (:class:`RunGuard` tells the logger the
+    epoch of the batch being trained). On resume, :meth:`truncate_after` drops rows of steps the
+    checkpoint never saw; a malformed row is dropped with a warning, never merged over a real one.
     """
 
     def __init__(self, run_dir: str | os.PathLike):
@@ -46,6 +107,8 @@ class RunCSVLogger(Logger):
         self.path = Path(run_dir) / "metrics.csv"
         self.rows: dict[int, dict[str, Any]] = {}
         self.columns = list(FIRST_COLUMNS)
+        self.epoch: int | None = None  # epoch of the batch being trained (set by RunGuard)
+        self.bad: list[tuple[int, int | None]] = []  # malformed lines: (line, step), never merged
         self._mtime: int | None = None
         self._sync()
 
@@ -57,13 +120,13 @@ class RunCSVLogger(Logger):
         if mtime == self._mtime:
             return
         self.rows, self.columns = {}, list(FIRST_COLUMNS)
-        with open(self.path, newline="") as fh:
-            for row in csv.DictReader(fh):
-                step = int(row["step"])
-                self.rows[step] = {k: v for k, v in row.items() if v not in ("", None)}
-                for k in row:
-                    if k not in self.columns:
-                        self.columns.append(k)
+        header, rows, self.bad = read_metrics_rows(self.path, strict=False)
+        for k in header:
+            if k not in self.columns:
+                self.columns.append(k)
+        for _, row in rows:
+            step = int(row["step"])
+            self.rows.setdefault(step, {}).update(row)
         self._mtime = mtime
 
     @property
@@ -91,11 +154,24 @@ class RunCSVLogger(Logger):
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         pass  # the resolved config is config.yaml
 
-    def truncate_after(self, step: int) -> None:
-        """Forget rows logged after ``step`` (a resumed run logs them again)."""
+    def truncate_after(self, step: int, drop_prefixes: tuple[str, ...] = ("test_",)) -> None:
+        """Forget rows logged after ``step`` and the ``test_*`` values (a resumed run logs them again).
+
+        A malformed row after ``step`` is dropped with a warning (the resumed run logs that step
+        again); one at or before ``step`` would be lost for good: RunDirError naming the line.
+        """
         self._sync()
-        self.rows = {s: r for s, r in self.rows.items() if s <= step}
-        self._write()
+        for line, at in self.bad:
+            if at is None or at <= step:
+                raise rundir.RunDirError(
+                    f"{self.path} line {line}: a cut or edited row (wrong number of fields) at or before the "
+                    f"checkpoint's step {step}; repair or delete that line, then resume again"
+                )
+            print(f"warning: {self.path} line {line}: a cut row of step {at} dropped, not merged (it is logged again)")
+        rows = {s: {k: v for k, v in r.items() if not k.startswith(drop_prefixes)} for s, r in self.rows.items() if s <= step}
+        self.rows = {s: r for s, r in rows.items() if set(r) - {"step", "epoch"}}
+        if self.path.exists():
+            self._write()
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -114,7 +190,14 @@ class RunCSVLogger(Logger):
             row[k] = v
             if k not in self.columns:
                 self.columns.append(k)
+        if "epoch" not in row:
+            row["epoch"] = self.epoch if self.epoch is not None else self._epoch_before(step)
         self._write()
+
+    def _epoch_before(self, step: int) -> int | str:
+        """The epoch of the latest row at or before ``step`` ('' when none is known)."""
+        known = [s for s, r in self.rows.items() if s <= step and r.get("epoch") not in (None, "")]
+        return self.rows[max(known)]["epoch"] if known else ""
 
     def _write(self) -> None:
         buf = io.StringIO()
@@ -122,14 +205,83 @@ class RunCSVLogger(Logger):
         writer.writeheader()
         for step in sorted(self.rows):
             writer.writerow(self.rows[step])
-        atomic_write_text(self.path, buf.getvalue())
+        atomic_write(self.path, lambda fh: fh.write(buf.getvalue()), point="metrics")
         self._mtime = self.path.stat().st_mtime_ns
 
     @rank_zero_only
     def save(self) -> None:
-        if self.rows:
-            self._write()
+        pass  # every log_metrics call already rewrote the file
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        self.save()
+        pass  # nothing buffered; after a failed write, writing again would only fail again
+
+
+class DivergenceError(T5LabError):
+    """Training diverged: the loss exceeded train.divergence x its first value, or a metric is non-finite."""
+
+
+class RunGuard(pl.Callback):
+    """Per-step duties of a run directory that Lightning has no hook for.
+
+    - tells the metrics logger the epoch of the batch being trained (the ``epoch`` column);
+    - stops a diverging run (``factor``: train.divergence) when the training loss exceeds ``factor``
+      times its first value, or a validation loss is non-finite or beyond that bound: one line,
+      no checkpoint of the diverged weights (checkpoints are written at epoch end, after this
+      check), no DONE. The first value is kept in checkpoints, so a resumed run judges the same way;
+    - the ``step`` fault-injection point (t5lab.rundir.fault) after every training batch.
+
+    On CUDA the loss is read on the host only at logging steps (a read every step would drain the
+    device queue; t5lab.train.module does the same for its non-finite check).
+    """
+
+    def __init__(self, logger: RunCSVLogger | None, factor: float | None, run_dir: str | os.PathLike) -> None:
+        self.logger = logger
+        self.factor = factor
+        self.run_dir = str(run_dir)
+        self.first: float | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"first": self.first}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.first = state.get("first")
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.logger is not None:
+            self.logger.epoch = trainer.current_epoch
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.factor is not None:
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            on_cuda = isinstance(loss, torch.Tensor) and loss.device.type == "cuda"
+            if loss is not None and (not on_cuda or trainer.global_step % trainer.log_every_n_steps == 0):
+                self._check("train_loss", float(loss), trainer.global_step)
+        rundir.fault("step")
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if self.factor is None or trainer.sanity_checking:
+            return
+        check, bad = getattr(module, "_raise_if_non_finite", None), getattr(module, "_bad_t", None)
+        if check is not None and bad is not None:
+            check(bad)  # a non-finite training loss not yet read (CUDA mode) is the cause: say that first
+        value = trainer.callback_metrics.get("val_loss")
+        if value is not None:
+            self._check("val_loss", float(value), trainer.global_step)
+
+    def _check(self, name: str, value: float, step: int) -> None:
+        if name == "train_loss":
+            if not math.isfinite(value):
+                return  # T5LabModule stops on a non-finite training loss itself (before the update on CPU)
+            if self.first is None:
+                self.first = value
+                return
+        bound = self.factor * self.first if self.first is not None and self.factor is not None else math.inf
+        if math.isfinite(value) and value <= bound:
+            return
+        why = "is not finite" if not math.isfinite(value) else f"exceeds {self.factor:g} x the first training loss {self.first:.4g}"
+        raise DivergenceError(
+            f"training diverged at step {step}: {name} {value:.4g} {why} (train.divergence={self.factor:g}); "
+            f"lower train.lr or set train.gradient_clip_val (train.divergence=null turns the check off); the last "
+            f"good checkpoint is {self.run_dir}/checkpoints/last.ckpt (continue with: t5lab train --resume {self.run_dir})"
+        )

@@ -24,6 +24,8 @@ def add_commands(subparsers: Any) -> None:
         p.add_argument("--out", default="runs", help="parent directory of run directories (default: runs/)")
         p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its checkpoints/last.ckpt")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        p.add_argument("--no-verify", action="store_true",
+                       help="do not check checkpoints and init_from weights against their run's manifest.json (sha256)")
         p.set_defaults(func=cmd_train)
 
 
@@ -38,6 +40,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise T5LabError(f"unexpected argument {item!r}; give CONFIG.yaml first, then dotted.key=value overrides")
     if config is not None and not Path(config).is_file():
         raise T5LabError(f"config file {config} not found; give a path to a .yaml file (or none for the quickstart)")
+    if args.no_verify:
+        from t5lab.rundir import no_verify
+
+        with no_verify():  # read where each checkpoint or model is checked (t5lab.rundir)
+            return _train(args, config, overrides)
+    return _train(args, config, overrides)
+
+
+def _train(args: argparse.Namespace, config: str | None, overrides: list[str]) -> int:
     from t5lab.train import run
 
     if args.resume:

@@ -1,33 +1,28 @@
-"""Atomic file writes: a crash (even ``kill -9``) never leaves a truncated file that loads.
-
-Each writer writes a temporary file in the target's directory, flushes it to disk and renames it
-over the target with ``os.replace`` (atomic on POSIX within one file system).
-"""
+"""Atomic file writes of a run directory (t5lab.rundir): a crash, even ``kill -9``, never leaves a
+truncated file that loads, and every weights file is recorded in the run's sha256 manifest."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from t5lab.fileio import atomic_write, atomic_write_text
+from t5lab.rundir import atomic_append_text, atomic_write, atomic_write_text, save_dir
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_save_pretrained"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_append_text", "atomic_save_pretrained"]
 
 
-def atomic_save_pretrained(model: Any, tokenizer: Any, path: str | os.PathLike) -> Path:
+def atomic_save_pretrained(
+    model: Any, tokenizer: Any, path: str | os.PathLike, run_dir: str | os.PathLike | None = None
+) -> Path:
     """``save_pretrained`` model (safetensors) and tokenizer into ``path`` atomically.
 
-    Everything is written into a sibling temp directory which then replaces ``path`` (an old
-    ``path`` is first renamed aside and deleted afterwards), so ``path`` holds either the old or
-    the new complete model, never a mix.
+    Everything is written into a sibling temp directory which then replaces ``path``
+    (:func:`t5lab.rundir.save_dir`), so ``path`` holds either the old or the new complete model,
+    never a mix. With ``run_dir`` the weights' sha256 goes into its ``manifest.json``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         if model is not None:
             from transformers.utils import logging as hf_logging
 
@@ -41,14 +36,5 @@ def atomic_save_pretrained(model: Any, tokenizer: Any, path: str | os.PathLike) 
                     hf_logging.enable_progress_bar()
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+
+    return save_dir(path, write, run_dir=run_dir, point="model" if model is not None else None)

@@ -405,7 +405,9 @@ class T5LabModule(pl.LightningModule):
             if self.problem_type != "regression":
                 metrics[f"{prefix}_accuracy"] = correct / n
         else:
-            metrics[f"{prefix}_ppl"] = math.exp(min(loss_sum / n, 700.0))
+            # capped where float32 ends (e^88.7): Lightning stores logged values as float32, and the
+            # printed value must be the stored one, not inf
+            metrics[f"{prefix}_ppl"] = math.exp(min(loss_sum / n, 88.0))
             metrics[f"{prefix}_token_acc"] = correct / n
             metrics[f"{prefix}_exact_match"] = exact / max(count, 1.0)
         self.log("step", float(self.global_step), on_step=False, on_epoch=True)
@@ -426,11 +428,9 @@ class T5LabModule(pl.LightningModule):
         text = "\n".join(lines)
         self.print(text)
         if self.run_dir is not None:
-            from t5lab.train.io import atomic_write_text
+            from t5lab.train.io import atomic_append_text
 
-            path = Path(self.run_dir) / "samples.txt"
-            old = path.read_text() if path.exists() else ""
-            atomic_write_text(path, old + text + "\n")
+            atomic_append_text(Path(self.run_dir) / "samples.txt", text + "\n", point="samples")
 
     def on_validation_epoch_end(self) -> None:
         self._finish_eval("val")
