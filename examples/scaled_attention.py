@@ -10,7 +10,12 @@
 * ``swap_halves``: a seq2seq task, ``abcdef -> defabc``.
 
 The config and model register with the transformers Auto classes, so the saved ``model/`` of a run
-loads with ``AutoModelForSeq2SeqLM.from_pretrained`` once this module is imported.
+loads with ``AutoModelForSeq2SeqLM.from_pretrained`` once this module is imported. Registering the
+variant (``register_model``) is all the commands need: ``sample``, ``eval``, ``attn``, ``trace``,
+``plot``, ``compare`` and ``bench --variants scaled_t5`` find it from the saved ``model_type``, and
+``ppo`` trains its value-head model (``value_head=``)::
+
+    t5lab --import examples/scaled_attention.py sample runs/scaled-attention_scale=0.5 "abcd"
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, T5Config, T5ForConditionalGeneration
 
 from t5lab.models.registry import register_model, t5_config_kwargs
+from t5lab.models.value_head import ValueHeadConfigMixin, ValueHeadMixin
 from t5lab.tasks import Pair, Task, register_task
 
 
@@ -48,11 +54,33 @@ class ScaledT5ForConditionalGeneration(T5ForConditionalGeneration):
                 module.register_forward_hook(lambda _m, _inp, out: out * scale)
 
 
+@strict
+class ScaledT5WithValueHeadConfig(ValueHeadConfigMixin, ScaledT5Config):
+    """The PPO policy's config: ``ScaledT5Config`` plus the value-head fields."""
+
+    model_type = "scaled_t5_with_value_head"
+
+
+class ScaledT5WithValueHead(ValueHeadMixin, ScaledT5ForConditionalGeneration):
+    """The scaled T5 with a value head on its last decoder hidden state (``t5lab ppo``'s policy)."""
+
+    config_class = ScaledT5WithValueHeadConfig
+
+
 AutoConfig.register(ScaledT5Config.model_type, ScaledT5Config, exist_ok=True)
 AutoModelForSeq2SeqLM.register(ScaledT5Config, ScaledT5ForConditionalGeneration, exist_ok=True)
+AutoConfig.register(ScaledT5WithValueHeadConfig.model_type, ScaledT5WithValueHeadConfig, exist_ok=True)
+AutoModelForSeq2SeqLM.register(ScaledT5WithValueHeadConfig, ScaledT5WithValueHead, exist_ok=True)
 
 
-@register_model("scaled_t5", objective="seq2seq", model_class=ScaledT5ForConditionalGeneration, config_class=ScaledT5Config)
+# model_types ("scaled_t5", "scaled_t5_with_value_head") come from the two config classes
+@register_model(
+    "scaled_t5",
+    objective="seq2seq",
+    model_class=ScaledT5ForConditionalGeneration,
+    config_class=ScaledT5Config,
+    value_head=ScaledT5WithValueHead,
+)
 def build_scaled_t5(cfg, info):
     """``model:`` config section + tokenizer facts -> a fresh model (``model.options.attention_scale``)."""
     return ScaledT5ForConditionalGeneration(ScaledT5Config(**t5_config_kwargs(cfg, info)))

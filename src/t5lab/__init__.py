@@ -2,14 +2,18 @@
 
 Importing ``t5lab`` registers every model variant with the transformers Auto classes
 (``AutoConfig``, ``AutoModelForSeq2SeqLM``, ``AutoModelForCausalLM``,
-``AutoModelForSequenceClassification``), so saved t5lab models load without ``trust_remote_code``.
-Everything else (explorer, pipelines, RL) is imported lazily on first use to keep start-up fast.
+``AutoModelForSequenceClassification``), so saved t5lab models load without ``trust_remote_code``:
+at once when transformers is already imported, else right after transformers is first imported
+(:mod:`t5lab._autoregister`). So ``import t5lab.config`` or ``t5lab --help`` load neither torch
+nor transformers. Everything else (explorer, pipelines, RL) is imported lazily on first use.
 """
 
 from __future__ import annotations
 
-from t5lab import models  # noqa: F401  (registers the variants with the Auto classes)
+from t5lab._autoregister import register_when_transformers_loads
 from t5lab._lazy import lazy_exports
+
+register_when_transformers_loads()
 
 __version__ = "0.1.0"
 
@@ -30,7 +34,11 @@ _LAZY: dict[str, str] = {
     "T5HeadWithValueModel": "t5lab.models.value_head",
     "T5PseudoDecWithValueHead": "t5lab.models.value_head",
     "T5DecoderOnlyWithValueHead": "t5lab.models.value_head",
-    "register_model": "t5lab.models.registry",
+    "register_model": "t5lab.variants",
+    "Variant": "t5lab.variants",
+    "variant_of": "t5lab.variants",
+    "resolve": "t5lab.plan",
+    "Plan": "t5lab.plan",
     # harness
     "load_config": "t5lab.config",
     "register_task": "t5lab.tasks",

@@ -64,16 +64,14 @@ class ModelConfig(_Section):
     options: dict[str, Any] = {}
     # start from a checkpoint directory (any T5 checkpoint); the variant loads what it can
     init_from: str | None = None
-    # init_from with another vocabulary size than the tokenizer's: resize the embeddings (else an error)
-    resize_embeddings: bool = False
 
     @field_validator("variant")
     @classmethod
     def _known_variant(cls, v: str) -> str:
-        from t5lab.models.registry import list_models
+        from t5lab.variants import list_variants  # light: registering a variant imports no model code
 
-        if v not in list_models():
-            raise ValueError(f"must be one of {', '.join(list_models())} (or a variant registered with --import); got {v!r}")
+        if v not in list_variants():
+            raise ValueError(f"must be one of {', '.join(list_variants())} (or a variant registered with --import); got {v!r}")
         return v
 
     @field_validator("d_model", "d_ff", "d_kv", "num_layers", "num_heads", "relative_attention_num_buckets")
@@ -111,7 +109,6 @@ class DataConfig(_Section):
     val: int | float | None = 200
     test: int | float | None = 200
     max_length: int = 64  # tokens per side; longer examples are truncated (eos kept)
-    truncate: bool = True  # false: an example longer than max_length is an error, not cut
     seed: int = 0
     # text tasks only: how a text becomes an example (default: causal_lm for causal variants,
     # span_corruption for seq2seq variants)
@@ -211,9 +208,6 @@ class TrainConfig(_Section):
     num_samples: int = 3  # input / target / prediction lines printed after each validation
     max_new_tokens: int | None = None  # greedy decoding length; None: data.max_length
     early_stop: EarlyStopConfig | None = None
-    # stop when the training loss exceeds this many times its first value (or a validation loss is
-    # non-finite or beyond that); null: no check (a non-finite training loss always stops the run)
-    divergence: float | None = 100.0
     num_workers: int = 0
     progress_bar: bool = True
 
@@ -229,13 +223,6 @@ class TrainConfig(_Section):
     def _lr(cls, v: float) -> float:
         if not v > 0:
             raise ValueError(f"must be > 0, got {v}")
-        return v
-
-    @field_validator("divergence")
-    @classmethod
-    def _divergence(cls, v: float | None) -> float | None:
-        if v is not None and not v > 1:
-            raise ValueError(f"must be > 1 (a factor over the first training loss) or null to turn the check off, got {v}")
         return v
 
     @field_validator("precision", mode="before")
@@ -257,7 +244,8 @@ class TrainConfig(_Section):
 class TrainerConfig(_Section):
     """Lightning ``Trainer`` hardware settings."""
 
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "cpu"
+    # auto: the GPU where there is one, else the CPU (Lightning's choice)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | str = 1
     strategy: Literal["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"] = "auto"
     num_nodes: int = 1
@@ -299,46 +287,12 @@ class ExperimentConfig(_Section):
             raise ValueError(f"must be a plain directory name (letters, digits, _ . = , + -), got {v!r}")
         return v
 
-    @model_validator(mode="after")
-    def _combinations(self) -> ExperimentConfig:
-        from t5lab.formulation import formulation_kind
-
-        kind, _ = formulation_kind(self)  # raises ConfigError for impossible variant / task / objective combinations
-        _check_packing(self.data, kind)
-        return self
-
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-able dict (tuples become lists)."""
         return _plain(self.model_dump(mode="json"))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-def _check_packing(data: DataConfig, kind: str) -> None:
-    """``data.packing`` / ``data.pack_length`` against the formulation kind (one-line ConfigErrors)."""
-    if kind == "classification":
-        if data.packing is True:
-            raise ConfigError(
-                "config key data.packing=true: classification variants (enct5) read one sequence per row, "
-                "so packing does not apply; set data.packing=auto or false"
-            )
-        if data.pack_length is not None:
-            raise ConfigError("config key data.pack_length: packing does not apply to classification; remove it")
-        return
-    if data.pack_length is None:
-        return
-    if data.packing is False:
-        raise ConfigError("config key data.pack_length is set but data.packing=false; remove pack_length or pack")
-    # the longest example the formulation can build (each side for seq2seq; input + target otherwise),
-    # so that no example ever fails to fit a row
-    longest = data.max_length if kind == "seq2seq" else 2 * data.max_length
-    if data.pack_length < longest:
-        raise ConfigError(
-            f"config key data.pack_length={data.pack_length}: {kind} examples can be {longest} tokens long "
-            f"(data.max_length={data.max_length}{'' if kind == 'seq2seq' else ', input + target'}); "
-            f"use pack_length >= {longest}"
-        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -515,7 +469,11 @@ def _fmt(value: Any) -> str:
 
 
 def validate(raw: dict[str, Any]) -> ExperimentConfig:
-    """A raw (sweep-free) dict -> :class:`ExperimentConfig`; errors become one-line ConfigErrors."""
+    """A raw (sweep-free) dict -> :class:`ExperimentConfig`; errors become one-line ConfigErrors.
+
+    Checks each section on its own (keys, types, ranges); :func:`load_config` and :func:`load_sweep`
+    add the checks across sections (:func:`t5lab.plan.resolve`).
+    """
     raw = _fix_floats(raw)
     for section, cls in _SECTIONS.items():  # unknown keys first, with the allowed ones listed
         value = raw.get(section)
@@ -574,7 +532,17 @@ def load_config(
         raise ConfigError(
             f"config key {'.'.join(path)}={values} is a sweep (a list); use load_sweep() or `t5lab train` to run it"
         )
-    return validate(raw)
+    cfg = validate(raw)
+    _resolve(cfg)
+    return cfg
+
+
+def _resolve(cfg: ExperimentConfig) -> Any:
+    # The cross-section checks need the variants and tasks, which the schema above never imports:
+    # t5lab.plan imports them (and not this module), so the edge runs one way only.
+    from t5lab.plan import resolve
+
+    return resolve(cfg)
 
 
 def load_sweep(
@@ -582,11 +550,31 @@ def load_sweep(
 ) -> list[tuple[ExperimentConfig, str]]:
     """Every point of a sweep, validated up front: ``[(config, suffix), ...]``.
 
-    A config without lists is a one-point sweep with suffix ``""``. All points are validated before
-    any run starts, so a bad value in the last point fails fast.
+    A config without lists is a one-point sweep with suffix ``""``. All points are validated and
+    resolved (:func:`t5lab.plan.resolve`: split sizes, task options, ``init_from`` ...) before any run
+    starts, so a bad value in the last point fails fast.
+    """
+    return [(plan.cfg, suffix) for plan, suffix in load_plans(path_or_dict, overrides)]
+
+
+def load_plans(
+    path_or_dict: str | os.PathLike | dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> list[tuple[Any, str]]:
+    """Every point of a sweep as a checked :class:`t5lab.plan.Plan`: ``[(plan, suffix), ...]``.
+
+    A point's error names the point (``sweep point 2/2 (train=100000): ...``) when there are several.
     """
     raw = apply_overrides(read_yaml(path_or_dict), overrides)
-    return [(validate(point), suffix) for point, suffix in expand_sweep(raw)]
+    points = expand_sweep(raw)
+    plans = []
+    for i, (point, suffix) in enumerate(points):
+        try:
+            plans.append((_resolve(validate(point)), suffix))
+        except ConfigError as err:
+            if len(points) == 1:
+                raise
+            raise ConfigError(f"sweep point {i + 1}/{len(points)} ({suffix}): {err}") from None
+    return plans
 
 
 def save_config(cfg: ExperimentConfig, path: str | os.PathLike) -> None:

@@ -31,89 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from t5lab.errors import ConfigError
-
 if TYPE_CHECKING:
-    from t5lab.config import ExperimentConfig
+    from t5lab.plan import Plan
 
 KINDS = ("seq2seq", "prefix_lm", "causal_lm", "classification")
 IGNORE = -100
-
-
-# ------------------------------------------------------------------------------------------------
-# Which formulation a config trains with (also the config's combination check)
-# ------------------------------------------------------------------------------------------------
-
-
-def task_kind(cfg: ExperimentConfig) -> str | None:
-    """Kind of the configured task (seq2seq | classification | text), or None if unknown yet."""
-    from t5lab.tasks import get_task
-
-    return get_task(cfg.data.task, **dict(cfg.data.options)).kind
-
-
-def formulation_kind(cfg: ExperimentConfig) -> tuple[str, str | None]:
-    """``(formulation kind, text objective or None)`` for a config; ConfigError if impossible.
-
-    Raises:
-        ConfigError: The variant cannot train on the task (e.g. enct5 on a seq2seq task), or the
-            text objective / loss setting contradicts the variant (e.g. prefix_lm on gpt2).
-    """
-    from t5lab.models.registry import effective_objective, get_model_spec, option_names
-
-    spec = get_model_spec(cfg.model.variant)
-    allowed = option_names(spec)
-    if allowed is not None:
-        for key in cfg.model.options:
-            if key not in allowed:
-                raise ConfigError(
-                    f"config key model.options.{key}: not an option of variant {spec.name!r}; "
-                    f"its options are the fields of its config class, e.g. {', '.join(sorted(allowed)[:12])}"
-                )
-    if spec.name == "pseudo_dec" and cfg.model.options.get("causal_LM"):
-        raise ConfigError(
-            "config key model.options.causal_LM=true: the harness trains pseudo_dec on seq2seq batches "
-            "(generate() is non-causal); set causal_LM=false or leave it out"
-        )
-    model_obj = effective_objective(spec, dict(cfg.model.options))
-    kind = task_kind(cfg)
-    objective = cfg.data.objective
-    variant = spec.name
-    if kind != "text" and objective is not None:
-        raise ConfigError(
-            f"config key data.objective={objective}: text objectives apply to text tasks only; "
-            f"task {cfg.data.task!r} is {kind}, remove data.objective"
-        )
-    if model_obj == "classification" or kind == "classification":
-        if model_obj != kind:
-            other = "a classification variant such as enct5" if kind == "classification" else "t5, pseudo_dec, decoder_only or gpt2"
-            raise ConfigError(
-                f"config key model.variant={variant}: a {model_obj} variant cannot train on the {kind} task "
-                f"{cfg.data.task!r}; use {other} (or a {model_obj} task)"
-            )
-        return "classification", None
-    if kind == "text":
-        if objective is None:
-            objective = "span_corruption" if model_obj == "seq2seq" else ("prefix_lm" if model_obj == "prefix_lm" else "causal_lm")
-        if model_obj == "seq2seq" and objective == "causal_lm":
-            raise ConfigError(
-                f"config key data.objective=causal_lm: the seq2seq variant {variant!r} needs an input; "
-                "use span_corruption or prefix_lm, or a decoder-only variant (gpt2, decoder_only)"
-            )
-        if model_obj == "causal_lm" and objective == "prefix_lm":
-            hint = "set model.options.prefix_lm=true" if variant == "decoder_only" else "use variant decoder_only with model.options.prefix_lm=true"
-            raise ConfigError(
-                f"config key data.objective=prefix_lm: variant {variant!r} has no bidirectional prefix; {hint}, "
-                "or use data.objective=causal_lm"
-            )
-    if model_obj == "prefix_lm" and cfg.data.loss_on == "all":
-        raise ConfigError(
-            "config key data.loss_on=all: with a bidirectional prefix (prefix_lm) the prefix tokens see themselves, "
-            "so a loss on them is meaningless; use data.loss_on=target"
-        )
-    if model_obj == "seq2seq" and cfg.data.loss_on == "all":
-        raise ConfigError("config key data.loss_on=all applies to causal-LM variants (gpt2, decoder_only); use target")
-    return model_obj, objective
 
 
 # ------------------------------------------------------------------------------------------------
@@ -181,21 +103,31 @@ class Formulation:
         self.eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 1
 
     @classmethod
-    def from_config(cls, cfg: ExperimentConfig, tokenizer: Any, task: Any = None) -> Formulation:
-        """The formulation a config trains with (kind chosen by the variant and the task)."""
-        kind, objective = formulation_kind(cfg)
+    def from_plan(cls, plan: Plan, tokenizer: Any) -> Formulation:
+        """The formulation a resolved config trains with (:func:`t5lab.plan.resolve`)."""
+        data = plan.cfg.data
         return cls(
-            kind,
+            plan.kind,
             tokenizer,
-            max_length=cfg.data.max_length,
-            loss_on=cfg.data.loss_on,
-            text_objective=objective,
-            seed=cfg.data.seed,
-            noise_density=cfg.data.noise_density,
-            mean_noise_span_length=cfg.data.mean_noise_span_length,
-            num_labels=getattr(task, "num_labels", 2),
-            problem_type=getattr(task, "problem_type", None),
+            max_length=data.max_length,
+            loss_on=data.loss_on,
+            text_objective=plan.objective,
+            seed=data.seed,
+            noise_density=data.noise_density,
+            mean_noise_span_length=data.mean_noise_span_length,
+            num_labels=plan.num_labels,
+            problem_type=plan.problem_type,
         )
+
+    @classmethod
+    def from_config(cls, cfg: Any, tokenizer: Any, task: Any = None) -> Formulation:
+        """The formulation of an ``ExperimentConfig``: resolves it (:meth:`from_plan`).
+
+        ``task`` is accepted for callers that built it already; the plan builds its own.
+        """
+        from t5lab.plan import resolve  # the plan imports no formulation code: one-way edge
+
+        return cls.from_plan(resolve(cfg), tokenizer)
 
     # -- encoding ------------------------------------------------------------------------------
     def _ids(self, text: str) -> list[int]:

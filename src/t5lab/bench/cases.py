@@ -17,6 +17,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration, T5ForSequenceClassification
 
 from t5lab.bench.core import Comparison, interleaved
+from t5lab.variants import Variant, get_variant
 
 SHAPES: dict[str, dict] = {
     "small": dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8),
@@ -34,21 +35,26 @@ def t5_config(shape: str, **overrides) -> T5Config:
 # model builders: the same weights layout for each variant, seeded
 
 
+REFERENCE = "hf_t5"  # the reference rows' name: transformers' T5, i.e. the `t5` variant
+
+
+def bench_variant(name: str) -> Variant:
+    """The LM variant a bench candidate name stands for (``hf_t5``: the ``t5`` variant).
+
+    Raises:
+        ValueError: The variant is not a T5-family language model (the bench shapes are T5 shapes).
+    """
+    variant = get_variant("t5" if name == REFERENCE else name)
+    if not variant.generates or variant.family != "t5" or variant.config_class is None or variant.model_class is None:
+        raise ValueError(f"bench LM candidate {name!r}: give a T5-family language-model variant with config and model classes")
+    return variant
+
+
 def build_lm(variant: str, shape: str, seed: int = 0) -> torch.nn.Module:
-    """A fresh LM of the given t5lab variant name at a bench shape."""
+    """A fresh LM of the given t5lab variant name (registered ones too) at a bench shape."""
+    v = bench_variant(variant)
     torch.manual_seed(seed)
-    base = t5_config(shape).to_dict()
-    if variant == "hf_t5":
-        return T5ForConditionalGeneration(t5_config(shape))
-    if variant == "pseudo_dec":
-        from t5lab.models.pseudo_decoder import T5PseudoDecConfig, T5PseudoDecForConditionalGeneration
-
-        return T5PseudoDecForConditionalGeneration(T5PseudoDecConfig.from_dict(base))
-    if variant == "decoder_only":
-        from t5lab.models.decoder_only import T5DecoderOnlyConfig, T5DecoderOnlyForCausalLM
-
-        return T5DecoderOnlyForCausalLM(T5DecoderOnlyConfig.from_dict(base))
-    raise ValueError(f"unknown LM variant {variant!r}")
+    return v.model_class()(v.config_class().from_dict(t5_config(shape).to_dict()))
 
 
 def lm_batch(variant: str, vocab: int, batch: int, src_len: int, tgt_len: int, seed: int = 0) -> dict:
@@ -56,7 +62,7 @@ def lm_batch(variant: str, vocab: int, batch: int, src_len: int, tgt_len: int, s
     g = torch.Generator().manual_seed(seed)
     src = torch.randint(3, vocab, (batch, src_len), generator=g)
     tgt = torch.randint(3, vocab, (batch, tgt_len), generator=g)
-    if variant in ("hf_t5", "pseudo_dec"):
+    if bench_variant(variant).objective == "seq2seq":
         return dict(input_ids=src, attention_mask=torch.ones_like(src), labels=tgt)
     seq = torch.cat([src, tgt], dim=1)
     labels = seq.clone()
@@ -125,8 +131,8 @@ def lm_training(shape: str = "small", batch: int = 8, src_len: int = 64, tgt_len
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         data = lm_batch(base, cfg.vocab_size, batch, src_len, tgt_len)
         if variant.endswith(LOGITS_TO_KEEP):
-            if base != "decoder_only":
-                raise ValueError(f"{variant}: logits_to_keep is a decoder_only candidate")
+            if bench_variant(base).objective != "causal_lm":
+                raise ValueError(f"{variant}: logits_to_keep is a decoder-only candidate")
             data["logits_to_keep"] = tgt_len + 1  # positions src_len - 1 ... end predict the targets
         fns[variant] = train_step_fn(model, data, opt)
         flops[variant] = count_flops(fns[variant])  # also an extra warm-up step
@@ -155,16 +161,15 @@ def enct5_vs_t5_classification(shape: str = "small", batch: int = 8, seq_len: in
     transformers ``T5Stack`` the reference runs), measured in the same rounds. That is the ceiling
     of the inference ratio for any decoder cost, since EncT5 cannot skip its encoder.
     """
-    from t5lab.models.enct5 import EncT5Config, EncT5ForSequenceClassification
-
+    variant = get_variant("enct5")
     torch.manual_seed(0)
     ref_cfg = t5_config(shape, num_labels=num_labels)
     ref = T5ForSequenceClassification(ref_cfg)
-    enc_cfg = EncT5Config.from_dict(t5_config(shape).to_dict())
+    enc_cfg = variant.config_class().from_dict(t5_config(shape).to_dict())
     enc_cfg.num_decoder_layers = 1
     enc_cfg.num_labels = num_labels
     enc_cfg.problem_type = "single_label_classification"
-    enc = EncT5ForSequenceClassification(enc_cfg)
+    enc = variant.model_class()(enc_cfg)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(3, ref_cfg.vocab_size, (batch, seq_len), generator=g)
     ids[:, -1] = 1  # T5ForSequenceClassification pools the eos token

@@ -1,33 +1,37 @@
 """The explorer: load runs and models, sample, score, look inside (attention, hidden states, heads,
 calls) and plot. Works for every variant (``t5``, ``pseudo_dec``, ``decoder_only``, ``enct5`` where
-it applies, ``gpt2``) from a run directory or any HF model directory. See docs/explorer.md.
+it applies, ``gpt2``, and registered ones) from a run directory or any HF model directory. See
+docs/explorer.md.
+
+The names resolve lazily (PEP 562), so that ``t5lab --help`` (which imports ``t5lab.explore.cli``)
+loads neither torch nor transformers.
 """
 
-from t5lab.explore.attention import AttentionMaps, attention_maps
-from t5lab.explore.generation import sample
-from t5lab.explore.heads import ablate_heads, attention_sites, prune_heads
-from t5lab.explore.plots import Comparison, compare, plot_metrics
-from t5lab.explore.run import MetricsTable, Run, load_run
-from t5lab.explore.scoring import HiddenStates, Perplexity, hidden_states, perplexity
-from t5lab.explore.tracing import Trace, trace
+from __future__ import annotations
 
-__all__ = [
-    "AttentionMaps",
-    "Comparison",
-    "HiddenStates",
-    "MetricsTable",
-    "Perplexity",
-    "Run",
-    "Trace",
-    "ablate_heads",
-    "attention_maps",
-    "attention_sites",
-    "compare",
-    "hidden_states",
-    "load_run",
-    "perplexity",
-    "plot_metrics",
-    "prune_heads",
-    "sample",
-    "trace",
-]
+from t5lab._lazy import lazy_exports
+
+_LAZY: dict[str, str] = {
+    "AttentionMaps": "t5lab.explore.attention",
+    "attention_maps": "t5lab.explore.attention",
+    "sample": "t5lab.explore.generation",
+    "ablate_heads": "t5lab.explore.heads",
+    "attention_sites": "t5lab.explore.heads",
+    "prune_heads": "t5lab.explore.heads",
+    "Comparison": "t5lab.explore.plots",
+    "compare": "t5lab.explore.plots",
+    "plot_metrics": "t5lab.explore.plots",
+    "MetricsTable": "t5lab.explore.run",
+    "Run": "t5lab.explore.run",
+    "load_run": "t5lab.explore.run",
+    "HiddenStates": "t5lab.explore.scoring",
+    "Perplexity": "t5lab.explore.scoring",
+    "hidden_states": "t5lab.explore.scoring",
+    "perplexity": "t5lab.explore.scoring",
+    "Trace": "t5lab.explore.tracing",
+    "trace": "t5lab.explore.tracing",
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_exports("t5lab.explore", _LAZY, globals())

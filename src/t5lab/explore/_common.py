@@ -1,6 +1,8 @@
 """Helpers shared by the explorer: what kind of model this is, loading model dirs, tokenizing.
 
-The explorer treats every variant through the contract of ``docs/developing.md``:
+What a model is comes from its :class:`t5lab.variants.Variant` (``variant_of(model)``: its
+``config.model_type``); the explorer treats every variant through the contract of
+``docs/developing.md``:
 
 - ``seq2seq``: ``config.is_encoder_decoder`` (``t5``, ``pseudo_dec``): encoder input -> decoder labels.
 - ``causal``: a causal LM (``decoder_only``, ``gpt2``); a ``decoder_only`` prefix LM also takes
@@ -17,31 +19,19 @@ from typing import Any
 import torch
 
 from t5lab.errors import T5LabError
+from t5lab.variants import variant_of
 
 SEQ2SEQ, CAUSAL, CLASSIFIER = "seq2seq", "causal", "classifier"
 
 
 def model_kind(model: Any) -> str:
-    """Return ``"seq2seq"``, ``"causal"`` or ``"classifier"`` for a transformers model."""
-    # classifiers first: EncT5 is an encoder-decoder (a shallow decoder) but generates nothing
-    name = type(model).__name__
-    if "SequenceClassification" in name or "Classifier" in name:
-        return CLASSIFIER
-    if getattr(model.config, "is_encoder_decoder", False):
-        return SEQ2SEQ
-    return CAUSAL
+    """Return ``"seq2seq"``, ``"causal"`` or ``"classifier"`` for a transformers model (its variant's view)."""
+    return variant_of(model).model_kind()
 
 
 def is_prefix_lm(model: Any) -> bool:
-    """True when the model takes ``prefix_mask`` (a ``decoder_only`` prefix LM)."""
-    config = model.config
-    for key in ("prefix_lm", "is_prefix_lm"):
-        if hasattr(config, key):
-            return bool(getattr(config, key))
-    objective = getattr(config, "objective", None) or getattr(config, "lm_objective", None)
-    if isinstance(objective, str):
-        return "prefix" in objective
-    return False
+    """True when the model takes ``prefix_mask`` (a prefix LM, e.g. ``decoder_only`` with ``prefix_lm``)."""
+    return variant_of(model).is_prefix_lm(model)
 
 
 def context_length(model: Any, tokenizer: Any = None) -> tuple[int | None, bool]:
@@ -84,17 +74,10 @@ def load_model_dir(path: str | os.PathLike, attn_implementation: str | None = No
     path = Path(path)
     if not (path / "config.json").is_file():
         raise T5LabError(f"{path}: no config.json; give a run directory or a save_pretrained model directory")
-    config = transformers.AutoConfig.from_pretrained(path)
+    auto = variant_of(path).auto_class()
     kwargs: dict[str, Any] = {}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    archs = " ".join(getattr(config, "architectures", None) or [])
-    if "SequenceClassification" in archs:
-        auto = transformers.AutoModelForSequenceClassification
-    elif getattr(config, "is_encoder_decoder", False):
-        auto = transformers.AutoModelForSeq2SeqLM
-    else:
-        auto = transformers.AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()
@@ -145,12 +128,7 @@ def tokenize(
 
 def formulation_kind(model: Any) -> str:
     """The ``t5lab.formulation`` kind this model is trained with: seq2seq, prefix_lm, causal_lm, classification."""
-    kind = model_kind(model)
-    if kind == SEQ2SEQ:
-        return "seq2seq"
-    if kind == CLASSIFIER:
-        return "classification"
-    return "prefix_lm" if is_prefix_lm(model) else "causal_lm"
+    return variant_of(model).kind_of(model.config)
 
 
 def formulation_for(model: Any, tokenizer: Any) -> Any:

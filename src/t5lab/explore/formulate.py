@@ -19,10 +19,9 @@ from t5lab.explore._common import device_of, formulation_kind
 def run_formulation(run: Any) -> Any:
     """The run's :class:`~t5lab.formulation.Formulation`, from its config (as training built it)."""
     from t5lab.formulation import Formulation
-    from t5lab.tasks import get_task
+    from t5lab.plan import resolve
 
-    task = get_task(run.config.data.task, **dict(run.config.data.options or {}))
-    return Formulation.from_config(run.config, run.tokenizer, task)
+    return Formulation.from_plan(resolve(run.config), run.tokenizer)
 
 
 def make_batches(run: Any, records: list, batch_size: int) -> list[dict[str, torch.Tensor]]:
@@ -88,20 +87,21 @@ def exact_match_rate(run: Any, records: list, batch_size: int) -> float:
     for at most ``train.max_new_tokens`` (else the batch's longest reference) new tokens, as in
     training's ``val_exact_match``.
     """
-    from t5lab.explore._common import SEQ2SEQ, model_kind
     from t5lab.explore.generation import generation_config
+    from t5lab.variants import variant_of
 
     model, tokenizer = run.model, run.tokenizer
     form = run_formulation(run)
     examples = form.encode_all(records)
     eos = tokenizer.eos_token_id
     right = 0
+    variant = variant_of(model)
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
         prompts = {k: v.to(device_of(model)) for k, v in form.collate_prompts(chunk).items()}
         limit = run.config.train.max_new_tokens or max(len(e.target) for e in chunk)
         out = model.generate(**prompts, generation_config=generation_config(model, tokenizer, limit, temperature=0))
-        new = out[:, 1:] if model_kind(model) == SEQ2SEQ else out[:, prompts["input_ids"].shape[1]:]
+        new = variant.new_tokens(out, prompts["input_ids"].shape[1])
         for hyp, example in zip(new.tolist(), chunk):
             hyp = hyp[: hyp.index(eos) + 1] if eos in hyp else hyp
             right += hyp == list(example.target)

@@ -1,6 +1,8 @@
 """Tasks: registered record generators and file readers for the training harness.
 
-Importing this package registers the built-in tasks (synthetic seq2seq, classification, text).
+Importing this package registers the built-in tasks (synthetic seq2seq, classification, text):
+``t5lab.tasks.registry`` imports their modules; ``t5lab.tasks.base`` (records, ``Task``,
+``register_task``) imports none of them.
 Add your own with ``@register_task("name")`` on a :class:`Task` subclass.
 """
 
@@ -12,13 +14,11 @@ from t5lab.tasks.base import (
     Pair,
     Record,
     Task,
-    build_splits,
+    check_sizes,
     dedupe,
-    get_task,
-    list_tasks,
     register_task,
-    task_class,
 )
+from t5lab.tasks.registry import build_splits, get_task, list_tasks, task_class
 from t5lab.tasks.span_corruption import reconstruct, span_corrupt_text, span_corruption
 from t5lab.tasks.text import OBJECTIVES, apply_objective, bundled_corpus_path, causal_lm, prefix_lm
 
@@ -33,6 +33,7 @@ __all__ = [
     "build_splits",
     "bundled_corpus_path",
     "causal_lm",
+    "check_sizes",
     "dedupe",
     "get_task",
     "list_tasks",

@@ -167,8 +167,8 @@ def packed_forward(model: Any, batch: dict[str, torch.Tensor]) -> Any:
       input and a causal-within-segment decoder mask. Why not ``model(input_ids=...)``:
       ``T5ForConditionalGeneration`` hands the same ``attention_mask`` to the encoder and to the
       cross-attention, and the two need different masks.
-    - ``T5DecoderOnlyForCausalLM``: ``segment_ids`` (and ``prefix_mask``) go to the model, which
-      folds them into its mask.
+    - a variant whose models take ``segment_ids`` (``Variant.segment_ids``: ``decoder_only``):
+      ``segment_ids`` (and ``prefix_mask``) go to the model, which folds them into its mask.
     - other causal LMs (GPT-2): an explicit 4D causal-within-segment mask and per-segment
       ``position_ids``. Why not transformers' own detection of packed rows from ``position_ids``
       (``masking_utils.find_packed_sequence_indices``): it runs only without ``attention_mask``
@@ -215,13 +215,13 @@ def packed_forward(model: Any, batch: dict[str, torch.Tensor]) -> Any:
             ),  # (R, 1, Lt, Lt)
             labels=labels,
         )
-    from t5lab.models.decoder_only import T5DecoderOnlyForCausalLM
+    from t5lab.variants import variant_of
 
     prefix = batch.get("prefix_mask")
-    if isinstance(model, T5DecoderOnlyForCausalLM):
+    if variant_of(model).segment_ids:  # the model folds segment_ids (and prefix_mask) into its own mask
         return model(input_ids=batch["input_ids"], segment_ids=segments, prefix_mask=prefix, labels=labels, use_cache=False)
     if prefix is not None:
-        raise ValueError(f"{type(model).__name__} has no prefix LM; a packed batch with prefix_mask needs decoder_only")
+        raise ValueError(f"{type(model).__name__} has no prefix LM; a packed batch with prefix_mask needs a prefix-LM variant")
     return model(
         input_ids=batch["input_ids"],
         attention_mask=_additive(masks.segment_mask(segments, segments, causal=True), dtype),  # (R, 1, L, L)
