@@ -64,6 +64,8 @@ class ModelConfig(_Section):
     options: dict[str, Any] = {}
     # start from a checkpoint directory (any T5 checkpoint); the variant loads what it can
     init_from: str | None = None
+    # init_from with another vocabulary size than the tokenizer's: resize the embeddings (else an error)
+    resize_embeddings: bool = False
 
     @field_validator("variant")
     @classmethod
@@ -109,6 +111,7 @@ class DataConfig(_Section):
     val: int | float | None = 200
     test: int | float | None = 200
     max_length: int = 64  # tokens per side; longer examples are truncated (eos kept)
+    truncate: bool = True  # false: an example longer than max_length is an error, not cut
     seed: int = 0
     # text tasks only: how a text becomes an example (default: causal_lm for causal variants,
     # span_corruption for seq2seq variants)
@@ -208,6 +211,9 @@ class TrainConfig(_Section):
     num_samples: int = 3  # input / target / prediction lines printed after each validation
     max_new_tokens: int | None = None  # greedy decoding length; None: data.max_length
     early_stop: EarlyStopConfig | None = None
+    # stop when the training loss exceeds this many times its first value (or a validation loss is
+    # non-finite or beyond that); null: no check (a non-finite training loss always stops the run)
+    divergence: float | None = 100.0
     num_workers: int = 0
     progress_bar: bool = True
 
@@ -223,6 +229,13 @@ class TrainConfig(_Section):
     def _lr(cls, v: float) -> float:
         if not v > 0:
             raise ValueError(f"must be > 0, got {v}")
+        return v
+
+    @field_validator("divergence")
+    @classmethod
+    def _divergence(cls, v: float | None) -> float | None:
+        if v is not None and not v > 1:
+            raise ValueError(f"must be > 1 (a factor over the first training loss) or null to turn the check off, got {v}")
         return v
 
     @field_validator("precision", mode="before")

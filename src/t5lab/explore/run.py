@@ -33,14 +33,26 @@ class MetricsTable:
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> MetricsTable:
-        """Read a ``metrics.csv``; a missing file gives an empty table."""
+        """Read a ``metrics.csv``; a missing file gives an empty table.
+
+        Raises:
+            T5LabError: A row has the wrong number of fields (a cut or edited line): named by its
+                line number, never read as a shorter value.
+        """
         path = Path(path)
         if not path.is_file():
             return cls([], [])
         with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            columns = list(reader.fieldnames or [])
-            rows = [{k: _number(v) for k, v in row.items() if k is not None} for row in reader]
+            reader = csv.reader(f)
+            columns = next(reader, [])
+            rows = []
+            for fields in reader:
+                if len(fields) != len(columns):
+                    raise T5LabError(
+                        f"{path} line {reader.line_num}: {len(fields)} fields where the header has {len(columns)} "
+                        "(a cut or edited row); delete or repair that line"
+                    )
+                rows.append({k: _number(v) for k, v in zip(columns, fields)})
         return cls(rows, columns)
 
     def __len__(self) -> int:
@@ -298,7 +310,9 @@ class Run:
             return self.model, str(self.model_dir)
         ckpt = self.path / "checkpoints" / "last.ckpt"
         if ckpt.is_file():
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)  # never unpickle code
+            from t5lab import rundir
+
+            state = rundir.load_checkpoint(ckpt)  # never unpickles code; manifest-checked; one-line errors
             if int(state.get("global_step", -1)) - 1 <= val_step <= int(state.get("global_step", -1)):
                 import copy
 
@@ -355,7 +369,7 @@ class Run:
 
 
 def load_run(
-    run_dir: str | os.PathLike, load_model: bool = True, attn_implementation: str | None = None
+    run_dir: str | os.PathLike, load_model: bool = True, attn_implementation: str | None = None, verify: bool | None = None
 ) -> Run:
     """Load a run directory (or an HF model directory): model, tokenizer, config, metrics, splits.
 
@@ -364,6 +378,8 @@ def load_run(
             ``model/`` directory, or any ``save_pretrained`` model directory.
         load_model: load the model and tokenizer (False: metrics and config only, for plots).
         attn_implementation: e.g. ``"eager"`` to load for attention maps.
+        verify: check the weights against the run's ``manifest.json`` (sha256) before loading;
+            None: on unless ``T5LAB_NO_VERIFY=1`` (the CLI's ``--no-verify``).
 
     Returns:
         A :class:`Run`; ``run.splits`` rebuilds the task's data splits on first access.
@@ -386,7 +402,7 @@ def load_run(
         except ImportError:  # pragma: no cover - the config module is part of the package
             config = None
     elif path.name == "model" and (path.parent / "config.yaml").is_file():
-        return load_run(path.parent, load_model, attn_implementation)
+        return load_run(path.parent, load_model, attn_implementation, verify)
     else:
         model_dir = path
     metrics = MetricsTable.read(path / "metrics.csv")
@@ -394,7 +410,11 @@ def load_run(
     if load_model:
         if not (model_dir / "config.json").is_file():
             raise T5LabError(f"{path}: the run has no saved model in {model_dir}; did training finish?")
+        from t5lab import rundir
+
+        rundir.verify_model_dir(model_dir, verify_hashes=rundir.verification_on(verify))  # one line, not a traceback
         model, tokenizer = load_model_dir(model_dir, attn_implementation)
+        rundir.check_complete(model, model_dir)
         limit = getattr(getattr(config, "data", None), "max_length", None)
         if limit and not 0 < getattr(tokenizer, "model_max_length", 0) < 1_000_000:
             tokenizer.model_max_length = int(limit)  # the run's context: tokens per side, eos included

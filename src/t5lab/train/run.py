@@ -186,6 +186,7 @@ def build_pieces(cfg: ExperimentConfig, tokenizer: Any = None) -> Pieces:
         problem_type=getattr(task, "problem_type", None),
         id2label=getattr(task, "id2label", None),
     )
+    check_init_from(cfg, len(tokenizer))
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     try:
         model = plan.variant.build(cfg.model, info)
@@ -194,6 +195,78 @@ def build_pieces(cfg: ExperimentConfig, tokenizer: Any = None) -> Pieces:
             raise
         raise ConfigError(f"model section: {str(err).splitlines()[0]}") from err
     return Pieces(cfg, task, splits, tokenizer, formulation, dm, model)
+
+
+def check_init_from(cfg: ExperimentConfig, vocab_size: int) -> None:
+    """``model.init_from``: its weights pass the run's manifest, its vocabulary fits the tokenizer.
+
+    A vocabulary of another size is an error unless ``model.resize_embeddings: true`` (then the
+    resize is said in one line): silently dropping or adding embedding rows changes the model.
+    """
+    from t5lab import rundir
+
+    src = cfg.model.init_from
+    if src is None:
+        return
+    rundir.verify_model_dir(src, verify_hashes=rundir.verification_on())
+    try:
+        theirs = json.loads((Path(src) / "config.json").read_text()).get("vocab_size")
+    except (OSError, ValueError):
+        raise ConfigError(f"config key model.init_from={src}: config.json is not readable JSON; give a save_pretrained directory") from None
+    if theirs is None or int(theirs) == vocab_size:
+        return
+    if not cfg.model.resize_embeddings:
+        raise ConfigError(
+            f"config key model.init_from={src}: the model has a vocabulary of {theirs} tokens, the tokenizer "
+            f"{vocab_size}; use the model's tokenizer (tokenizer: {src}) or set model.resize_embeddings=true to resize"
+        )
+    print(f"model.init_from: embeddings resized from {theirs} to {vocab_size} tokens (model.resize_embeddings=true)")
+
+
+def report_data(cfg: ExperimentConfig, pieces: Pieces) -> None:
+    """Say, once and before training, what the data section changes about the data.
+
+    - how many examples ``data.max_length`` truncates (a ConfigError with ``data.truncate: false``);
+    - classification labels that are not 0..n-1: the model gets a class per id up to the largest,
+      so the ids that never occur waste outputs (a warning with the mapping to contiguous ids).
+    """
+    limit = cfg.data.max_length - 1  # tokens per side before the eos
+    f, tok = pieces.formulation, pieces.tokenizer
+    cut: dict[str, tuple[int, int]] = {}
+    longest = 0
+    for split, records in pieces.splits.items():
+        if not records:
+            continue
+        if f.text_objective is not None:
+            sides = [[r.target] for r in records]
+            allowed = 2 * limit if f.text_objective == "prefix_lm" else limit
+        elif f.kind == "classification":
+            sides, allowed = [[r.text] for r in records], limit
+        else:
+            sides, allowed = [[r.input, r.target] for r in records], limit
+        flat = [t for texts in sides for t in texts]
+        lengths = [len(ids) for ids in tok(flat, add_special_tokens=False)["input_ids"]]
+        per = len(sides[0])
+        over = [max(lengths[i * per : (i + 1) * per]) for i in range(len(sides))]
+        n = sum(x > allowed for x in over)
+        longest = max(longest, max(over))
+        if n:
+            cut[split] = (n, len(records))
+    if cut:
+        counts = ", ".join(f"{n} of {total} {split}" for split, (n, total) in cut.items())
+        what = f"data.max_length={cfg.data.max_length} cuts {counts} examples (longest: {longest} tokens + eos)"
+        if not cfg.data.truncate:
+            raise ConfigError(f"config key {what}; raise data.max_length to {longest + 1} or set data.truncate=true")
+        print(f"{what}; raise data.max_length to {longest + 1} to keep them whole (data.truncate=false makes this an error)")
+    if f.kind == "classification" and getattr(pieces.task, "problem_type", None) == "single_label_classification":
+        seen = sorted({r.label for records in pieces.splits.values() for r in records if isinstance(r.label, int)})
+        if seen and seen != list(range(len(seen))):
+            mapping = ", ".join(f"{a}->{b}" for b, a in enumerate(seen))
+            num = getattr(pieces.task, "num_labels", seen[-1] + 1)
+            print(
+                f"warning: classification labels {seen} are not contiguous: the model gets {num} outputs and "
+                f"{num - len(seen)} never occur; map them to 0..{len(seen) - 1} ({mapping}) to train {len(seen)} classes"
+            )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -235,6 +308,46 @@ def find_runs(out: str | os.PathLike, cfg: ExperimentConfig) -> list[Path]:
     return found
 
 
+def choose_checkpoint(run_dir: Path, verify: bool | None = None) -> tuple[Path | None, int]:
+    """The checkpoint to resume from: ``last.ckpt``, or the newest valid one when it is damaged.
+
+    A checkpoint is valid when it loads with ``weights_only=True`` and its sha256 is one the run's
+    manifest accepts (``verify=False`` / ``T5LAB_NO_VERIFY=1``: hashes not checked). A fallback is
+    said in one line.
+
+    Returns:
+        ``(path, global_step)``; ``(None, 0)`` when the run has no checkpoint yet.
+
+    Raises:
+        RunDirError: There are checkpoints and none of them is valid.
+    """
+    from t5lab import rundir
+
+    verify = rundir.verification_on(verify)
+    folder = run_dir / "checkpoints"
+    found = [folder / n for n in ("last.ckpt", "best.ckpt") if (folder / n).is_file()]
+    bad: list[str] = []
+    for path in found:  # last.ckpt is written after best.ckpt at every save: the newest first
+        try:
+            state = rundir.load_checkpoint(path, verify_hash=verify)
+        except rundir.RunDirError as err:
+            bad.append(str(err))
+            continue
+        step = int(state.get("global_step", 0))
+        if bad:
+            # kept for inspection under another name, out of the manifest; the resumed run writes a new one
+            damaged = found[0].with_name(found[0].name + ".damaged")
+            os.replace(found[0], damaged)
+            rundir.settle(run_dir, {}, drop=[rundir.relative(run_dir, found[0])])
+            why = bad[0].split(": ", 1)[-1].split(";")[0]
+            print(f"{found[0].name} is damaged ({why}; moved to {damaged.name}); resuming from {path} (step {step}) instead")
+        return path, step
+    if bad:
+        names = " and ".join(p.name for p in found)
+        raise rundir.RunDirError(f"{folder}: no valid checkpoint to resume from ({names} damaged; first: {bad[0]})")
+    return None, 0
+
+
 def _loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Any]:
     from t5lab.train.callbacks import RunCSVLogger
 
@@ -256,7 +369,7 @@ def make_trainer(cfg: ExperimentConfig, run_dir: Path, progress: bool = True) ->
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from t5lab.train.callbacks import AtomicCheckpointIO
+    from t5lab.train.callbacks import AtomicCheckpointIO, RunGuard
     from t5lab.train.fast import resolve_precision
 
     t, hw = cfg.train, cfg.trainer
@@ -283,6 +396,8 @@ def make_trainer(cfg: ExperimentConfig, run_dir: Path, progress: bool = True) ->
         from t5lab.train.progress import StepProgressBar
 
         callbacks.append(StepProgressBar())  # steps out of max_steps, not Lightning's "Epoch 9/-2"
+    loggers = _loggers(cfg, run_dir)
+    callbacks.append(RunGuard(loggers[0], t.divergence, run_dir))
     strategy: Any = hw.strategy
     if strategy == "ddp" and hw.accelerator == "cpu":
         # `t5lab train` runs sweeps in one process; the default popen launcher would re-execute the
@@ -311,9 +426,9 @@ def make_trainer(cfg: ExperimentConfig, run_dir: Path, progress: bool = True) ->
         gradient_clip_val=t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps,
         deterministic=hw.deterministic,
-        logger=_loggers(cfg, run_dir),
+        logger=loggers,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(run_dir)],
         enable_progress_bar=progress and t.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -360,31 +475,54 @@ def run_experiment(
     Returns:
         The run directory and its final val/test metrics.
     """
-    import torch
+    from t5lab import rundir
 
+    check_runtime(cfg)
+    locks: list[rundir.RunLock] = []  # one per run directory, held until the run ends (or fails)
+    try:
+        if run_dir is not None:
+            run_dir = Path(run_dir)
+            locks.append(rundir.RunLock(run_dir, "train").acquire())
+            _clean_stale(run_dir)
+        return _run_locked(cfg, out, run_dir, progress, locks)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _clean_stale(run_dir: Path) -> None:
+    from t5lab import rundir
+
+    stale = rundir.clean_stale(run_dir)
+    if stale:
+        names = ", ".join(rundir.relative(run_dir, p) for p in stale[:4]) + (" ..." if len(stale) > 4 else "")
+        print(f"removed {len(stale)} leftover(s) of an interrupted write in {run_dir}: {names}")
+
+
+def _run_locked(cfg: ExperimentConfig, out: str | os.PathLike, run_dir: Path | None, progress: bool, locks: list[Any]) -> RunResult:
+    from t5lab import rundir
     from t5lab.train.callbacks import RunCSVLogger
     from t5lab.train.io import atomic_save_pretrained, atomic_write_text
     from t5lab.train.module import T5LabModule
 
-    check_runtime(cfg)
     tokenizer = None
-    if run_dir is not None and (Path(run_dir) / "model" / "tokenizer_config.json").is_file():
+    if run_dir is not None and (run_dir / "model" / "tokenizer_config.json").is_file():
         from t5lab.tokenizers import load_tokenizer
 
-        tokenizer = load_tokenizer(Path(run_dir) / "model")  # the exact tokenizer of the first attempt
+        tokenizer = load_tokenizer(run_dir / "model")  # the exact tokenizer of the first attempt
     pieces = build_pieces(cfg, tokenizer)
+    report_data(cfg, pieces)
     if run_dir is None:
         run_dir = new_run_dir(out, cfg.name)
+        locks.append(rundir.RunLock(run_dir, "train").acquire())
         save_config(cfg, run_dir / "config.yaml")
         atomic_save_pretrained(None, pieces.tokenizer, run_dir / "model")
-    run_dir = Path(run_dir)
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    ckpt_path = str(ckpt) if ckpt.is_file() else None
-    if ckpt_path is not None:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        RunCSVLogger(run_dir).truncate_after(int(state.get("global_step", 0)))
-        print(f"resuming {run_dir} from {ckpt} (epoch {state.get('epoch')}, step {state.get('global_step')})")
-        del state
+    ckpt, start = choose_checkpoint(run_dir)
+    # what the checkpoint has not seen is logged again: cut metrics.csv and samples.txt back to it
+    RunCSVLogger(run_dir).truncate_after(start)
+    rundir.truncate_samples(run_dir / "samples.txt", start)
+    if ckpt is not None:
+        print(f"resuming {run_dir} from {ckpt} (step {start})")
     module = T5LabModule(
         pieces.model,
         cfg,
@@ -396,26 +534,49 @@ def run_experiment(
     trainer = make_trainer(cfg, run_dir, progress=progress)
     from t5lab.train.fast import maybe_compile
 
+    ckpt_path = str(ckpt) if ckpt is not None else None
     trainer.fit(maybe_compile(module, cfg.train.compile, cfg.trainer.accelerator), datamodule=pieces.datamodule, ckpt_path=ckpt_path)
+    epochs = trainer.fit_loop.epoch_progress
+    if ckpt is not None and trainer.global_step == start and epochs.current.processed > epochs.current.completed:
+        # restored from an epoch-end checkpoint with nothing left to train (killed during the final
+        # save): Lightning never closes that epoch, so the test block would name the epoch before
+        epochs.increment_completed()
     # with spawned DDP workers this process's trainer never stepped: the checkpoint knows the step
-    step = trainer.global_step or _checkpoint_step(ckpt)
+    step = trainer.global_step or _checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
     if cfg.data.val != 0 and not _validated_at(run_dir, step):
         trainer.validate(module, datamodule=pieces.datamodule, verbose=False)  # final weights, when fit ended between validations
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+    if cfg.data.val != 0 and not metrics:
+        # resumed after fit had finished (killed during the final save): the last validation is in metrics.csv
+        metrics = _val_metrics_at(run_dir, step)
     if cfg.data.test != 0:
         for row in trainer.test(module, datamodule=pieces.datamodule, verbose=False):
             metrics.update({k: float(v) for k, v in row.items() if k != "step"})
     if trainer.global_rank == 0:
-        atomic_save_pretrained(pieces.model, pieces.tokenizer, run_dir / "model")
+        atomic_save_pretrained(pieces.model, pieces.tokenizer, run_dir / "model", run_dir=run_dir)
         summary = {"finished": _dt.datetime.now().isoformat(timespec="seconds"), "step": step, "metrics": metrics}
-        atomic_write_text(run_dir / DONE, json.dumps(summary, indent=1) + "\n")
+        atomic_write_text(run_dir / DONE, json.dumps(summary, indent=1) + "\n", point="done")
     return RunResult(run_dir, metrics)
 
 
-def _checkpoint_step(ckpt: Path) -> int:
-    import torch
+def _val_metrics_at(run_dir: Path, step: int) -> dict[str, float]:
+    """The ``val_*`` values metrics.csv holds for ``step``."""
+    from t5lab.train.callbacks import read_metrics_rows
 
-    return int(torch.load(ckpt, map_location="cpu", weights_only=True).get("global_step", 0)) if ckpt.is_file() else 0
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return {}
+    out: dict[str, float] = {}
+    for _, row in read_metrics_rows(path, strict=False)[1]:
+        if row.get("step") == str(step):
+            out.update({k: float(v) for k, v in row.items() if k.startswith("val_")})
+    return out
+
+
+def _checkpoint_step(ckpt: Path) -> int:
+    from t5lab import rundir
+
+    return int(rundir.load_checkpoint(ckpt, verify_hash=False).get("global_step", 0)) if ckpt.is_file() else 0
 
 
 def _validated_at(run_dir: Path, step: int) -> bool:
