@@ -280,8 +280,13 @@ class RunGuard(pl.Callback):
         if math.isfinite(value) and value <= bound:
             return
         why = "is not finite" if not math.isfinite(value) else f"exceeds {self.factor:g} x the first training loss {self.first:.4g}"
+        ckpt = Path(self.run_dir) / "checkpoints" / "last.ckpt"
+        kept = (
+            f"the last good checkpoint is {ckpt} (continue with: t5lab train --resume {self.run_dir})"
+            if ckpt.is_file()
+            else "no checkpoint was written before it"
+        )
         raise DivergenceError(
             f"training diverged at step {step}: {name} {value:.4g} {why} (train.divergence={self.factor:g}); "
-            f"lower train.lr or set train.gradient_clip_val (train.divergence=null turns the check off); the last "
-            f"good checkpoint is {self.run_dir}/checkpoints/last.ckpt (continue with: t5lab train --resume {self.run_dir})"
+            f"lower train.lr or set train.gradient_clip_val (train.divergence=null turns the check off); {kept}"
         )
