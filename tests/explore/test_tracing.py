@@ -33,3 +33,17 @@ def test_trace_of_causal_lm_generation(variant):
     assert not tr.calls("encoder")
     assert [e.input_shape for e in tr.calls("decoder")] == [(1, 5)] + [(1, 1)] * 4  # prefill, then 1 token
     assert tr.cache_lengths == [0, 5, 6, 7, 8]
+
+
+@pytest.mark.parametrize("variant", ["t5", "decoder_only"])
+def test_trace_records_hook_point_shapes_per_call(variant):
+    model, tokenizer = LM_FACTORIES[variant](), byte_tokenizer()
+    enc = tokenizer(["hello"], return_tensors="pt")
+    with t5lab.trace(model, names=["*.blocks.1.hook_resid_post"]) as tr:
+        model.generate(**enc, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    decoder = tr.calls("decoder")
+    assert decoder[-1].activations == {"decoder.blocks.1.hook_resid_post": (1, 1, 32)}  # one new position
+    if variant == "t5":
+        assert tr.calls("encoder")[0].activations == {"encoder.blocks.1.hook_resid_post": (1, 6, 32)}
+    else:
+        assert decoder[0].activations["decoder.blocks.1.hook_resid_post"] == (1, 6, 32)  # the prefill

@@ -3,6 +3,11 @@
 ``print(tr)`` after ``with trace(model) as tr: model.generate(...)`` shows what the KV cache buys:
 the encoder runs once, then the decoder once per new token, each time on one new position with a
 cache that has grown by one.
+
+The calls are recorded at the stacks that :mod:`t5lab.explore.hooks` finds (its
+:func:`~t5lab.explore.hooks.model_stacks`), so a trace and the named hook points see the same
+encoder and decoder; ``trace(model, names=[...])`` also records the shape of those hook points'
+activations in each call. Models outside the T5 family (GPT-2) are traced at the model itself.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from typing import Any
 import torch
 
 from t5lab.compat import passed_cache
+from t5lab.errors import T5LabError
 from t5lab.explore._common import SEQ2SEQ, model_kind
+from t5lab.explore.hooks import hooks, model_stacks, select_names
 
 
 @dataclass
@@ -27,6 +34,7 @@ class TraceEvent:
     input_shape: tuple[int, ...]  # (B, T) of input_ids / inputs_embeds[..., 0]
     cache_length: int  # positions already in the self-attention KV cache (0 without a cache)
     mask_shape: tuple[int, ...] | None  # None: no mask passed (transformers drops an all-ones mask)
+    activations: dict[str, tuple[int, ...]] = field(default_factory=dict)  # hook point -> shape (names=)
 
 
 @dataclass
@@ -84,40 +92,63 @@ def _input_shape(args: tuple, kwargs: dict) -> tuple[int, ...]:
     return tuple(x.shape)
 
 
+def _targets(model: Any) -> list[tuple[str, Any]]:
+    """(part, module) pairs whose calls are recorded: the T5 stacks, else the model's own parts."""
+    try:
+        return list(model_stacks(model).items())
+    except T5LabError:  # not a T5-family model (GPT-2)
+        if model_kind(model) == SEQ2SEQ:
+            return [("encoder", model.get_encoder()), ("decoder", model.get_decoder())]
+        return [("decoder", model)]
+
+
 @contextmanager
-def trace(model: Any) -> Iterator[Trace]:
+def trace(model: Any, names: Any = None) -> Iterator[Trace]:
     """Record every encoder and decoder call made inside the ``with`` block.
 
-    Seq2seq models (``t5``, ``pseudo_dec``) are traced at their encoder and decoder stacks; causal
-    LMs (``decoder_only``, ``gpt2``) at the model itself (every call is a decoder call).
+    T5-family models are traced at their encoder and decoder stacks (a causal LM such as
+    ``decoder_only`` has only the decoder); other models (``gpt2``) at the model itself (every
+    call is a decoder call).
+
+    Args:
+        model: the model.
+        names: hook points (names or globs, see :func:`t5lab.explore.hooks.select_names`) whose
+            activation shapes are recorded in each call's ``activations``.
 
     Yields:
         A :class:`Trace` that fills up as the model runs; ``print`` it for a table.
     """
     record = Trace()
+    chosen = select_names(model, names) if names is not None else []
+    latest: dict[str, TraceEvent] = {}
 
     def make_hook(part: str):
         def hook(_module, args, kwargs):
             mask = kwargs.get("attention_mask")
-            record.events.append(
-                TraceEvent(
-                    index=len(record.events),
-                    part=part,
-                    input_shape=_input_shape(args, kwargs),
-                    cache_length=_cache_length(passed_cache(kwargs)) if part == "decoder" else 0,
-                    mask_shape=tuple(mask.shape) if torch.is_tensor(mask) else None,
-                )
+            event = TraceEvent(
+                index=len(record.events),
+                part=part,
+                input_shape=_input_shape(args, kwargs),
+                cache_length=_cache_length(passed_cache(kwargs)) if part == "decoder" else 0,
+                mask_shape=tuple(mask.shape) if torch.is_tensor(mask) else None,
             )
+            record.events.append(event)
+            latest[part] = event
 
         return hook
 
-    if model_kind(model) == SEQ2SEQ:
-        targets = [("encoder", model.get_encoder()), ("decoder", model.get_decoder())]
-    else:
-        targets = [("decoder", model)]
-    handles = [m.register_forward_pre_hook(make_hook(part), with_kwargs=True) for part, m in targets]
+    def shape_of(x: torch.Tensor, point: Any) -> None:
+        event = latest.get(point.stack)
+        if event is not None:
+            event.activations[point.name] = tuple(x.shape)
+
+    handles = [m.register_forward_pre_hook(make_hook(part), with_kwargs=True) for part, m in _targets(model)]
     try:
-        yield record
+        if chosen:
+            with hooks(model, dict.fromkeys(chosen, shape_of)):
+                yield record
+        else:
+            yield record
     finally:
         for handle in handles:
             handle.remove()
