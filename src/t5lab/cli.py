@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES = (
     "t5lab.train.cli",
     "t5lab.explore.cli",
+    "t5lab.explore.interp_cli",
     "t5lab.rl.cli",
     "t5lab.bench.cli",
     "t5lab.study.cli",

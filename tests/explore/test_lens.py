@@ -74,3 +74,14 @@ def test_plots_and_errors(tmp_path):
         logit_lens(model, {"input_ids": inputs["input_ids"], "decoder_input_ids": inputs["labels"]})
     with pytest.raises(T5LabError, match="no LM head"):
         logit_lens(FACTORIES["enct5"](), {"input_ids": inputs["input_ids"], "labels": torch.tensor([1])})
+
+
+def test_lens_cli(tmp_path, capsys):
+    from t5lab.cli import main
+    from tests.explore.runs import hand_made_run
+
+    run_dir = hand_made_run(tmp_path / "runs", "lens", "decoder_only", [3.0], [9])
+    code = main(["lens", str(run_dir), "--text", "abcd", "--target", "dcba", "--position", "5"])
+    out = capsys.readouterr().out
+    assert code == 0 and "logit lens" in out and "direct logit attribution" in out and "L1.attn" in out
+    assert sorted(p.name for p in (run_dir / "interp").iterdir()) == ["dla.png", "lens.png"]

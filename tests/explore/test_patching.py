@@ -131,3 +131,32 @@ def test_causal_trace_restores_the_clean_run(variant):
         causal_trace(model, clean, [99])
     with pytest.raises(T5LabError, match="batch 1"):
         causal_trace(model, {k: v.repeat(2, 1) for k, v in clean.items()}, [1])
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from tests.explore.runs import hand_made_run
+
+    return hand_made_run(tmp_path_factory.mktemp("runs"), "interp", "t5", [3.0, 2.5], [9, 19])
+
+
+def test_patch_and_causal_trace_cli(run_dir, capsys, tmp_path):
+    from t5lab.cli import main
+    from t5lab.explore import interp_cli, patching
+
+    assert interp_cli.COMPONENTS == tuple(patching.COMPONENTS)  # spelled out there for a torch-free --help
+    assert interp_cli.DEFAULT_COMPONENTS == patching.DEFAULT_COMPONENTS
+
+    code = main(["patch", str(run_dir), "--clean", "abcd", "--corrupt", "abce", "--target", "dcba", "--out", str(tmp_path / "p"),
+                 "--components", "decoder.cross_heads", "encoder.resid_post", "--top", "4"])
+    out = capsys.readouterr().out
+    assert code == 0 and "clean metric" in out and "cross_heads" in out and "effect" in out
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["patch_decoder.png", "patch_encoder.png"]
+    code = main(["causal-trace", str(run_dir), "--text", "abcd", "--target", "dcba", "--noise", "1", "--samples", "2",
+                 "--out", str(tmp_path / "t")])
+    assert code == 0 and "noised metric" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["trace_decoder.png", "trace_encoder.png"]
+    code = main(["patch", str(run_dir), "--clean", "abcd", "--corrupt", "abcde", "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: clean and corrupt input_ids have shapes (1, 5) and (1, 6)")
+    assert not (tmp_path / "bad").exists()  # nothing half-written
