@@ -40,6 +40,9 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+_NO_VERIFY = "load the weights even if their sha256 differs from the run's manifest.json (t5lab.rundir)"
+
+
 def add_commands(subparsers: Any) -> None:
     """Register the explorer's sub-commands."""
     p = subparsers.add_parser("sample", help="generate from a run or model directory")
@@ -52,6 +55,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--num-return-sequences", type=int, default=1)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--no-verify", action="store_true", help=_NO_VERIFY)
     p.set_defaults(func=cmd_sample)
 
     p = subparsers.add_parser("eval", help="loss, perplexity and accuracy of a run on a data split")
@@ -59,6 +63,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--split", default="val", choices=["train", "val", "test"])
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--verify", action="store_true", help="also check the stored val_loss is reproduced")
+    p.add_argument("--no-verify", action="store_true", help=_NO_VERIFY)
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("attn", help="attention maps of one text as PNG grids (one panel per head)")
@@ -97,7 +102,7 @@ def add_commands(subparsers: Any) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     from t5lab.explore import load_run, sample
 
-    run = load_run(args.run)
+    run = load_run(args.run, verify=False if args.no_verify else None)
     outputs = sample(
         run.model, run.tokenizer, list(args.prompt), max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, num_beams=args.num_beams,
@@ -115,7 +120,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from t5lab.errors import T5LabError
     from t5lab.explore import load_run
 
-    run = load_run(args.run)
+    run = load_run(args.run, verify=False if args.no_verify else None)
     if run.config is None:
         raise T5LabError(f"{args.run} is a model directory; eval needs a run directory (config.yaml) for its data splits")
     result = run.evaluate(args.split, args.batch_size)
