@@ -30,6 +30,17 @@ _LAZY: dict[str, str] = {
     "perplexity": "t5lab.explore.scoring",
     "Trace": "t5lab.explore.tracing",
     "trace": "t5lab.explore.tracing",
+    # interpretability (docs/interpretability.md)
+    "ActivationCache": "t5lab.explore.hooks",
+    "hook_names": "t5lab.explore.hooks",
+    "hooks": "t5lab.explore.hooks",
+    "run_with_cache": "t5lab.explore.hooks",
+    "Patch": "t5lab.explore.patching",
+    "causal_trace": "t5lab.explore.patching",
+    "patch": "t5lab.explore.patching",
+    "run_patched": "t5lab.explore.patching",
+    "direct_logit_attribution": "t5lab.explore.lens",
+    "logit_lens": "t5lab.explore.lens",
 }
 
 __all__ = sorted(_LAZY)
