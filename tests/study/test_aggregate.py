@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from t5lab.study.aggregate import RunRecord, compare_pair, default_threshold, pairwise, summarize_point
+from t5lab.study.aggregate import RunRecord, compare_pair, default_threshold, pairwise, summarize_point, title
 from t5lab.study.stats import t_ppf
 
 
@@ -67,4 +67,5 @@ def test_pairwise_within_groups_only():
     sc = summarize_point("c", {"variant": "a"}, "sort", "a", "exact_match", A)
     pairs = pairwise([sa, sb, sc], {"a": A, "b": B, "c": A})
     assert [(p.group, p.a, p.b) for p in pairs] == [("copy", "a", "b")]
+    assert title("task=text,objective=lm") == "text, lm" and title("task=copy,objective=-") == "copy"
     assert pairs[0].comparison.diff == pytest.approx(1 / 6)

@@ -158,8 +158,14 @@ def pairwise(summaries: list[PointSummary], records: dict[str, list[RunRecord]])
                 name = final_name(sa.metric, sa.finals)
                 va = [r.final[name] for r in records[sa.key] if name in r.final]
                 vb = [r.final[name] for r in records[sb.key] if name in r.final]
-                out.append(compare_pair(group, sa.metric, sa.variant, sb.variant, va, vb))
+                out.append(compare_pair(title(group), sa.metric, sa.variant, sb.variant, va, vb))
     return out
+
+
+def title(group: str) -> str:
+    """A comparison group for people: ``"task=text,objective=lm"`` -> ``"text, lm"`` (``-`` dropped)."""
+    values = [part.split("=", 1)[-1] for part in group.split(",")]
+    return ", ".join(v for v in values if v != "-") or group
 
 
 def _num(x: float, digits: int = 3) -> str:

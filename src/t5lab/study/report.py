@@ -25,6 +25,7 @@ from t5lab.study.aggregate import (
     lower_is_better,
     pairwise,
     summarize_point,
+    title,
 )
 from t5lab.study.runner import PLAN, read_timings
 
@@ -80,8 +81,8 @@ def summarize(plan: dict[str, Any], records: dict[str, list[RunRecord]]) -> list
     for group, points in groups.items():
         metric = point_metric(plan, points[0])
         task = points[0]["labels"].get("task")
-        if isinstance(thresholds, dict):
-            threshold = thresholds.get(task, thresholds.get("default"))
+        if isinstance(thresholds, dict):  # by group (e.g. "task=text,objective=lm"), task label, or default
+            threshold = thresholds.get(group, thresholds.get(task, thresholds.get("default")))
         else:
             threshold = thresholds
         if threshold is None:
@@ -180,11 +181,24 @@ def report_md(plan: dict[str, Any], summaries: list[PointSummary], pairs: list[P
         )
     lines += ["", "## Comparisons", ""]
     lines += [f"- {p.sentence}" for p in pairs] or ["- (no pairs: the study has one variant per group)"]
+    for group, what in mixed_targets(plan).items():
+        lines.append(f"- caution: in {title(group)} the points predict different targets ({what}), so their losses "
+                     "measure different things; compare them within an objective, or downstream")
     if figures:
         lines += ["", "## Figures", ""]
         lines += [f"![{f.stem}]({f.name})" for f in figures]
     lines += ["", "Full numbers (every final metric, CI bounds): `results.csv`. Rebuild: `t5lab study --report <this dir>`.", ""]
     return "\n".join(lines)
+
+
+def mixed_targets(plan: dict[str, Any]) -> dict[str, str]:
+    """Groups whose points train on different text objectives or loss masks (``objective: lm``)."""
+    out: dict[str, set[str]] = {}
+    for point in plan["points"]:
+        data = point["configs"][0]["data"]
+        if data.get("objective") is not None:
+            out.setdefault(point["group"], set()).add(f"{point['variant']}: {data['objective']}, loss on {data.get('loss_on')}")
+    return {g: "; ".join(sorted(v)) for g, v in out.items() if len({x.split(": ", 1)[1] for x in v}) > 1}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -219,7 +233,7 @@ def plot_all(root: Path, summaries: list[PointSummary]) -> list[Path]:
                 ax.axhline(members[0].threshold, color="gray", linestyle="--", linewidth=0.8, label="threshold")
             ax.set_xlabel("step")
             ax.set_ylabel(f"val_{members[0].metric} (mean, 95% CI band)")
-            ax.set_title(group)
+            ax.set_title(title(group))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
             fig.tight_layout()
@@ -232,7 +246,7 @@ def plot_all(root: Path, summaries: list[PointSummary]) -> list[Path]:
             errs = [0.0 if math.isnan(s.primary.low) else s.primary.half_width for s in bars]
             ax.bar([s.variant for s in bars], means, yerr=errs, capsize=4, color="tab:blue", alpha=0.8)
             ax.set_ylabel(f"{final_name(bars[0].metric, bars[0].finals)} (95% CI)")
-            ax.set_title(group)
+            ax.set_title(title(group))
             ax.grid(alpha=0.3, axis="y")
             fig.tight_layout()
             paths.append(atomic_savefig(fig, root / f"bars_{_slug(group)}.png"))
@@ -264,7 +278,7 @@ def _heatmap(plt: Any, summaries: list[PointSummary], groups: dict[str, list[Poi
             colour[i][j] = 1.0 - score if lower else score
     fig, ax = plt.subplots(figsize=(1.6 * len(columns) + 2.0, 0.55 * len(variants) + 1.8))
     ax.imshow(colour, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(columns)), [f"{c}\n({groups[c][0].metric})" for c in columns], fontsize=7, rotation=20, ha="right")
+    ax.set_xticks(range(len(columns)), [f"{title(c)}\n({groups[c][0].metric})" for c in columns], fontsize=7, rotation=20, ha="right")
     ax.set_yticks(range(len(variants)), variants)
     for i in range(len(variants)):
         for j in range(len(columns)):
