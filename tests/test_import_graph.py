@@ -20,6 +20,10 @@ KNOWN: dict[frozenset[str], str] = {
         "file tasks pick each other's class by content (a .jsonl without labels is text, an hf: "
         "dataset with labels is classification); the tasks area's next round moves the choice to the registry"
     ),
+    frozenset({"t5lab.study.report", "t5lab.study.runner"}): (
+        "the runner writes the report when a study ends and the report reads the runner's PLAN / "
+        "read_timings; the study area's next round moves those two into a module both import"
+    ),
 }
 
 

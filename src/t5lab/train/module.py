@@ -328,9 +328,10 @@ class T5LabModule(pl.LightningModule):
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
         )
-        if self.kind == "seq2seq":
-            return out[:, 1:]  # drop decoder_start_token_id
-        return out[:, prompts["input_ids"].shape[1] :]
+        from t5lab.variants import variant_of
+
+        # the decoder start token (encoder-decoder) or the left-padded prompt (decoder) comes first
+        return variant_of(self.model).new_tokens(out, prompts["input_ids"].shape[1])
 
     def _exact(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(B,) bool: the prediction equals the reference up to and including the first eos."""
