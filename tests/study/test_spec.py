@@ -92,3 +92,20 @@ def test_builtin_arch_study_plans_matched():
     for pt in p.points:
         groups.setdefault(pt.group, set()).add(pt.info["token_budget"])
     assert all(len(budgets) == 1 for budgets in groups.values())  # one token budget per comparison
+
+
+def test_cli_plan_prints_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(tiny_study(seeds=2, match="params")))
+    assert main(["study", str(path), "seeds=3", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("study tiny: 2 points x 3 seeds = 6 runs")
+    assert "variant=causal:" in out and "params (matched d_ff=" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+    assert main(["study", str(path), "--builtin", "arch"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["study", "--report", str(tmp_path)]) == 2
+    assert "not a study directory" in capsys.readouterr().err

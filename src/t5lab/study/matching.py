@@ -61,7 +61,7 @@ def count_parameters(cfg: Any, cache: _Cache | None = None, **model_updates: Any
 
     import torch
 
-    from t5lab.models.registry import BuildInfo, build_model
+    from t5lab.variants import BuildInfo, get_variant
 
     cache = cache or _Cache()
     task, _, tokenizer = cache.data(cfg)
@@ -79,7 +79,7 @@ def count_parameters(cfg: Any, cache: _Cache | None = None, **model_updates: Any
         id2label=getattr(task, "id2label", None),
     )
     with torch.device("meta"):
-        model = build_model(model_cfg, info)
+        model = get_variant(model_cfg.variant).build(model_cfg, info)
     cache.counts[key] = sum(p.numel() for p in model.parameters())
     return cache.counts[key]
 

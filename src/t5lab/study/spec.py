@@ -391,14 +391,14 @@ def _key(labels: dict[str, str]) -> str:
 def _apply_objective(raw: dict[str, Any], level: Level) -> dict[str, Any]:
     over = dict(level.overrides)
     if over.get("data.objective") == LM:
-        from t5lab.models.registry import effective_objective, get_model_spec
+        from t5lab.variants import get_variant
 
         model = raw.get("model") or {}
         try:
-            spec = get_model_spec(model.get("variant", "t5"))
+            variant = get_variant(model.get("variant", "t5"))
         except ValueError as err:
-            raise ConfigError(f"config key model.variant: {err}") from None
-        kind = effective_objective(spec, dict(model.get("options") or {}))
+            raise ConfigError(f"config key model.variant: {str(err).splitlines()[0]}") from None
+        kind = variant.kind_of(dict(model.get("options") or {}))
         if kind == "causal_lm":  # full language modelling: every token is a target
             over.update({"data.objective": "causal_lm", "data.loss_on": "all"})
         else:  # prefix LM: a bidirectional (or encoded) prefix, the loss on the continuation
@@ -407,12 +407,15 @@ def _apply_objective(raw: dict[str, Any], level: Level) -> dict[str, Any]:
 
 
 def configs_of(point: Point, seeds: list[int]) -> list[ExperimentConfig]:
-    """One validated config per seed (``name`` gets the ``-seed=N`` suffix ``t5lab train`` gives)."""
+    """One validated and resolved config per seed (``name`` gets the ``-seed=N`` suffix ``t5lab train`` gives)."""
+    from t5lab.plan import resolve
+
     out = []
     for seed in seeds:
         raw = apply_overrides(point.raw, [f"train.seed={seed}"])
         try:
             cfg = validate(raw)
+            resolve(cfg)  # the checks across sections (split sizes, variant x task x objective ...)
         except ConfigError as err:
             raise ConfigError(f"study point {point.key or point.raw['name']}: {err}") from None
         out.append(cfg.model_copy(update={"name": f"{cfg.name}-seed={seed}"}))
