@@ -598,7 +598,8 @@ class EncT5ForSequenceClassification(T5CorePreTrainedModel):
                 )
             labels = labels.reshape(batch).long()
             bad = (labels != -100) & ((labels < 0) | (labels >= num_labels))
-            if bad.any():
+            # value checks read the tensor (a host sync): skipped while torch.compile/export traces
+            if not torch.compiler.is_compiling() and bad.any():
                 raise ValueError(
                     f"class id {labels[bad][0].item()} is out of range for num_labels={num_labels}; labels must "
                     f"be in [0, {num_labels - 1}] (or -100 to ignore an example)"
@@ -611,7 +612,7 @@ class EncT5ForSequenceClassification(T5CorePreTrainedModel):
                     f"got {tuple(labels.shape)}"
                 )
             labels = labels.to(logits.dtype)
-            if ((labels < 0) | (labels > 1)).any():
+            if not torch.compiler.is_compiling() and ((labels < 0) | (labels > 1)).any():
                 raise ValueError(
                     "multi_label_classification labels must be in [0, 1] (multi-hot or probabilities)"
                 )

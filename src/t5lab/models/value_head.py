@@ -27,12 +27,14 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from huggingface_hub.dataclasses import strict
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -41,11 +43,17 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 from transformers import initialization as init
-from transformers.modeling_outputs import CausalLMOutputWithPast, ModelOutput, Seq2SeqLMOutput
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    CausalLMOutputWithPast,
+    ModelOutput,
+    Seq2SeqLMOutput,
+)
 
 from t5lab.models.decoder_only import T5DecoderOnlyConfig, T5DecoderOnlyForCausalLM
 from t5lab.models.loading import LoadReport
 from t5lab.models.pseudo_decoder import T5PseudoDecConfig, T5PseudoDecForConditionalGeneration
+from t5lab.models.t5core import CACHE_FIELD
 
 logger = logging.getLogger("t5lab")
 
@@ -316,6 +324,12 @@ class ValueHeadMixin:
         if not isinstance(config, config_class) and isinstance(config, _lm_base(type(self)).config_class):
             config = config_class.from_lm_config(config)
         super().__init__(config, *args, **kwargs)  # type: ignore[call-arg]  # the LM's post_init ran
+        # transformers picks the loss from the class name's suffix (ForCausalLM, ...); the value-head
+        # class names have none, and an unknown loss type logs a warning in every loss call, which
+        # torch.compile cannot trace: use the LM class's
+        match = re.search(r"For[A-Za-z]+$", _lm_base(type(self)).__name__)
+        if getattr(self, "loss_type", None) is None and match is not None:
+            self.loss_type = match.group(0)
         self.v_head = T5ValueHead(config)
         # A second post_init initialises only the new head: modules initialised by the first one are
         # flagged `_is_hf_initialized` and skipped; it also re-collects tied/fp32 keys.
@@ -387,16 +401,28 @@ class ValueHeadMixin:
         if want_hidden is None:
             want_hidden = getattr(config, "output_hidden_states", False)
         kwargs = rename_cache_argument(kwargs, cache_argument_name(lm_forward))
-        output = lm_forward(self, *args, return_dict=True, output_hidden_states=True, **kwargs)
-        value_cls, hidden_field = _value_output_class(output)
-        hidden = output[hidden_field]
-        value = self.v_head(hidden[-1])  # (B, T) fp32 from the last decoder hidden state
+        output, last_hidden_state = self._lm_outputs(lm_forward, want_hidden, *args, **kwargs)
+        value_cls, _ = _value_output_class(output)
+        value = self.v_head(last_hidden_state)  # (B, T) fp32 from the last decoder hidden state
         fields = dict(output)  # only the fields that are set, so None fields stay None
         if not want_hidden:
             for name in _HIDDEN_STATE_FIELDS:
                 fields.pop(name, None)
         output = value_cls(**fields, value=value)
         return output if return_dict else output.to_tuple()
+
+    def _lm_outputs(
+        self, lm_forward: Any, want_hidden: bool, *args: Any, **kwargs: Any
+    ) -> tuple[ModelOutput, torch.Tensor]:
+        """The LM's output (a dict output) and its last decoder hidden state ``(B, T, d_model)``.
+
+        The default asks the LM for ``output_hidden_states``, whose last entry transformers ties to
+        the stack's output; a subclass whose LM records hidden states in a way a trace cannot follow
+        overrides this.
+        """
+        output = lm_forward(self, *args, return_dict=True, output_hidden_states=True, **kwargs)
+        _, hidden_field = _value_output_class(output)
+        return output, output[hidden_field][-1]
 
 
 def _lm_base(cls: type) -> type:
@@ -417,6 +443,78 @@ class T5HeadWithValueModel(ValueHeadMixin, T5ForConditionalGeneration):
 
     config_class = T5WithValueHeadConfig
     config: T5WithValueHeadConfig
+
+    def _lm_outputs(
+        self, lm_forward: Any, want_hidden: bool, *args: Any, **kwargs: Any
+    ) -> tuple[Seq2SeqLMOutput, torch.Tensor]:
+        """``T5ForConditionalGeneration.forward`` spelled out with its modules (encoder, decoder,
+        ``lm_head``), so that the decoder's output is at hand without ``output_hidden_states``:
+        transformers' T5 records hidden states through hooks it installs on the first call that asks
+        for them, which ``torch.compile`` cannot trace. Same logits and loss (tested against the
+        plain LM)."""
+        if args:  # positional arguments, in the LM forward's order
+            names = [n for n in inspect.signature(lm_forward).parameters if n != "self"]
+            kwargs.update(zip(names, args))
+        cache = kwargs.pop("cache", None)
+        cache = kwargs.pop("past_key_values", None) if cache is None else cache
+        attention_mask = kwargs.pop("attention_mask", None)
+        labels = kwargs.pop("labels", None)
+        decoder_input_ids = kwargs.pop("decoder_input_ids", None)
+        decoder_inputs_embeds = kwargs.pop("decoder_inputs_embeds", None)
+        encoder_outputs = kwargs.pop("encoder_outputs", None)
+        use_cache = kwargs.pop("use_cache", None)
+        flags = {"output_hidden_states": want_hidden}
+        if kwargs.get("output_attentions") is not None:
+            flags["output_attentions"] = kwargs.pop("output_attentions")
+        kwargs.pop("output_attentions", None)
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                input_ids=kwargs.pop("input_ids", None),
+                attention_mask=attention_mask,
+                inputs_embeds=kwargs.pop("inputs_embeds", None),
+                return_dict=True,
+                **flags,
+                **kwargs,
+            )
+        elif not isinstance(encoder_outputs, ModelOutput):  # a tuple: (last, hidden states, attentions)
+            encoder_outputs = BaseModelOutput(*encoder_outputs[:3])
+        kwargs.pop("input_ids", None)
+        kwargs.pop("inputs_embeds", None)
+        if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
+            decoder_input_ids = self._shift_right(labels)  # teacher forcing, as T5 does
+        decoder_cache = {cache_argument_name(self.decoder.forward) or "cache": cache} if cache is not None else {}
+        decoder_outputs = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=kwargs.pop("decoder_attention_mask", None),
+            inputs_embeds=decoder_inputs_embeds,
+            encoder_hidden_states=encoder_outputs.last_hidden_state,
+            encoder_attention_mask=attention_mask,
+            use_cache=use_cache,
+            return_dict=True,
+            **decoder_cache,
+            **flags,
+            **kwargs,
+        )
+        last_hidden_state = decoder_outputs.last_hidden_state  # (B, T, d_model)
+        # the tied LM head reads the decoder output scaled by d_model**-0.5 (Mesh TF's T5); the
+        # config field says so on transformers >= 5.24, tie_word_embeddings before
+        scale = getattr(self.config, "scale_decoder_outputs", self.config.tie_word_embeddings)
+        logits = self.lm_head(last_hidden_state * self.model_dim**-0.5 if scale else last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.to(logits.device).view(-1), ignore_index=-100)
+        output = Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            **{CACHE_FIELD: getattr(decoder_outputs, CACHE_FIELD, None)},
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+        )
+        return output, last_hidden_state
 
 
 AutoConfig.register(T5WithValueHeadConfig.model_type, T5WithValueHeadConfig, exist_ok=True)
