@@ -78,6 +78,38 @@ class RewardSection(_Section):
     options: dict[str, Any] = {}
 
 
+class EvalSection(_Section):
+    """Held-out evaluation: mean reward of one sampled response per prompt (``eval_reward``)."""
+
+    n: int = 0  # prompts (0: no evaluation)
+    every: int = 10  # steps between evaluations (and at the end)
+    seed: int = 12345  # task seed of the held-out prompts, and of their sampling
+    temperature: float = 1.0
+    max_new_tokens: int = 16
+    reward: RewardSection | None = None  # default: the run's reward (DPO: e.g. exact_match here)
+
+    @field_validator("every", "max_new_tokens")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"must be >= 1, got {v}")
+        return v
+
+    @field_validator("n")
+    @classmethod
+    def _non_negative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"must be >= 0 (0: off), got {v}")
+        return v
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError(f"must be > 0, got {v}")
+        return v
+
+
 class PPORunConfig(_Section):
     """A PPO run: every setting, validated and frozen."""
 
@@ -86,6 +118,7 @@ class PPORunConfig(_Section):
     prompts: PromptsSection
     reward: RewardSection
     ppo: dict[str, Any] = {}  # PPOConfig fields (see t5lab.rl.ppo.PPOConfig)
+    eval: EvalSection = EvalSection()
     steps: int = 20  # PPO steps (one rollout of ppo.batch_size prompts each)
     save_every: int = 10  # checkpoint interval in steps (and at the end)
     samples_every: int = 10  # samples.txt interval in steps
@@ -122,21 +155,27 @@ class PPORunConfig(_Section):
         return yaml.safe_dump(data, sort_keys=False)
 
 
-def ppo_config(data: dict[str, Any]) -> PPOConfig:
-    """``PPOConfig`` from a dict, type-checked by pydantic (ValueError with the key on failure)."""
+def section_config(cls: type, data: dict[str, Any], section: str) -> Any:
+    """A trainer config dataclass (``PPOConfig``, ``GRPOConfig``, ...) from a config section's dict,
+    type-checked by pydantic; ValueError naming ``section.key`` on failure."""
     from pydantic import TypeAdapter
 
-    known = set(PPOConfig.__dataclass_fields__)
-    unknown = sorted(set(data) - known)
+    names = list(cls.__dataclass_fields__)
+    unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ValueError(f"unknown key ppo.{unknown[0]}; keys of ppo: {', '.join(PPOConfig.__dataclass_fields__)}")
+        raise ValueError(f"unknown key {section}.{unknown[0]}; keys of {section}: {', '.join(names)}")
     try:
-        return TypeAdapter(PPOConfig).validate_python(data)
+        return TypeAdapter(cls).validate_python(data)
     except ValidationError as err:
         e = err.errors()[0]
         loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
-        raise ValueError(f"ppo.{loc}: {msg}" if loc else msg) from None
+        raise ValueError(f"{section}.{loc}: {msg}" if loc else msg) from None
+
+
+def ppo_config(data: dict[str, Any]) -> PPOConfig:
+    """``PPOConfig`` from a dict, type-checked by pydantic (ValueError with the key on failure)."""
+    return section_config(PPOConfig, data, "ppo")
 
 
 def _fix_floats(x: Any) -> Any:
@@ -148,15 +187,19 @@ def _fix_floats(x: Any) -> Any:
     return float(x) if isinstance(x, str) and _FLOAT.fullmatch(x) else x
 
 
-def _one_line(err: ValidationError) -> str:
+_SECTION_MSG = re.compile(r"(unknown key )?(ppo|grpo|rloo|dpo)\.")
+
+
+def one_line(err: ValidationError, what: str = "PPO") -> str:
+    """The first error of a run config's validation as one line that names the key."""
     e = err.errors()[0]
     loc = ".".join(str(p) for p in e["loc"])
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
-        return f"unknown config key {loc!r}; see docs/rl.md for the keys of a PPO config"
+        return f"unknown config key {loc!r}; see docs/rl.md for the keys of a {what} config"
     if e["type"] == "missing":
         return f"config key {loc} is missing; add it to the YAML or pass {loc}=..."
-    if msg.startswith(("unknown key ppo.", "ppo.")):
+    if _SECTION_MSG.match(msg):
         return f"config key {msg}"
     got = e.get("input")
     tail = f" (got {got!r})" if e["type"] != "value_error" and not isinstance(got, dict) else ""
@@ -170,6 +213,23 @@ def load_ppo_config(
 
     Raises:
         ConfigError: One line naming the bad key: unknown key, wrong type, bad value.
+    """
+    raw = read_rl_yaml(path_or_dict, overrides)
+    if raw.get("algo") == "ppo":  # a `t5lab rl` config names its algorithm
+        del raw["algo"]
+    try:
+        return PPORunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(one_line(err)) from None
+
+
+def read_rl_yaml(
+    path_or_dict: str | os.PathLike | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The raw dict of an RL config (config.py's YAML reader and override parser) with overrides applied.
+
+    Unlike ``t5lab train``'s configs, the sections of an RL config are checked by the run config's
+    own pydantic model, so an override may create a section that the model then refuses by name.
     """
     from t5lab.config import parse_override, read_yaml
 
@@ -187,10 +247,7 @@ def load_ppo_config(
                 child = node[p] = {}
             node = child
         node[parts[-1]] = value
-    try:
-        return PPORunConfig.model_validate(_fix_floats(raw))
-    except ValidationError as err:
-        raise ConfigError(_one_line(err)) from None
+    return _fix_floats(raw)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -298,17 +355,11 @@ def run_ppo(
     is created.
     """
     import torch
-    from transformers import AutoTokenizer
 
-    from t5lab.rl.rewards import load_reward, resolve_model_dir
-    from t5lab.train.run import new_run_dir
+    from t5lab.rl.ppo import PPOTrainer
 
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise T5LabError(f"--resume {run_dir}: no config.yaml there; give a PPO run directory")
-        cfg = load_ppo_config(run_dir / "config.yaml")
-    else:
+    cfg = resume_config(resume, load_ppo_config) if resume is not None else None
+    if cfg is None:
         if config is None:
             raise ConfigError("give a PPO config file, e.g. t5lab ppo configs/ppo_positive.yaml")
         cfg = config if isinstance(config, PPORunConfig) else load_ppo_config(config, overrides)
@@ -316,119 +367,280 @@ def run_ppo(
     torch.set_num_threads(cfg.num_threads)
 
     # -- pieces, all checked before the run directory exists
-    policy_dir = resolve_model_dir(cfg.policy.init)
-    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
-    prompts, targets = load_prompts(cfg.prompts)
-    if len(prompts) < ppo_cfg.batch_size:
-        raise ConfigError(f"only {len(prompts)} prompts for ppo.batch_size={ppo_cfg.batch_size}; add prompts or lower it")
-    reward = load_reward(cfg.reward.fn, cfg.reward.options)
+    pieces = SamplingPieces.load(cfg, ppo_cfg.batch_size, "ppo.batch_size")
     torch.manual_seed(ppo_cfg.seed)  # the fresh value head's initialisation
-    policy = load_policy(policy_dir)
+    policy = load_policy(pieces.policy_dir)
     ref = load_policy(cfg.policy.ref) if cfg.policy.ref else copy.deepcopy(policy)
-
-    if resume is None:
-        run_dir = new_run_dir(out, cfg.name)
-    # one process per run dir (t5lab.rundir.RunLock); released when the run ends or fails
-    with rundir.RunLock(run_dir, "ppo"):
-        return _run_ppo_locked(cfg, run_dir, resume, progress, policy, ref, tokenizer, prompts, targets, reward)
-
-
-def _run_ppo_locked(cfg: PPORunConfig, run_dir: Path, resume: Any, progress: bool, policy: Any, ref: Any,
-                    tokenizer: Any, prompts: list[str], targets: list[str] | None, reward: Any) -> Path:
-    import torch
-
-    from t5lab.rl.ppo import PPOTrainer
-    from t5lab.rl.rewards import compute_scores
-    from t5lab.train.callbacks import RunCSVLogger
-    from t5lab.train.io import atomic_append_text, atomic_save_pretrained, atomic_write_text
-
-    ppo_cfg = cfg.ppo_config
-    if resume is None:
-        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    trainer = PPOTrainer(policy, ppo_cfg, ref_model=ref)
-    last = run_dir / "checkpoints" / "last"
-    if resume is not None:
-        if (run_dir / DONE).exists():
-            raise T5LabError(f"--resume {run_dir}: the run is finished (DONE exists)")
-        rundir.clean_stale(run_dir)  # temp dirs of a cut save; a checkpoint moved aside is put back
-        if last.is_dir():
-            for f in sorted(last.rglob("*")):
-                if f.is_file() and rundir.verification_on():
-                    rundir.verify(f, run_dir)
-            try:
-                trainer.load(last)
-            except (ValueError, OSError, RuntimeError) as err:
-                raise T5LabError(f"{last}: not a loadable PPO checkpoint ({str(err).splitlines()[0][:120]}); start a new run") from None
-        rundir.truncate_samples(run_dir / "samples.txt", trainer.step_count)
-    logger = RunCSVLogger(run_dir)
-    logger.truncate_after(trainer.step_count)
-
-    batch = ppo_cfg.batch_size
-    order_gen = torch.Generator().manual_seed(ppo_cfg.seed + 1)
-    n = len(prompts)
-    perms: list[list[int]] = []  # prompt order: a fresh permutation per pass over the prompts
-
-    def batch_indices(step: int) -> list[int]:
-        start = step * batch
-        while len(perms) * n < start + batch:
-            perms.append(torch.randperm(n, generator=order_gen).tolist())
-        flat = [i for p in perms for i in p]
-        return flat[start : start + batch]
-
-    policy.eval()
-    for step in range(trainer.step_count, cfg.steps):
-        idx = batch_indices(step)
-        texts = [prompts[i] for i in idx]
-        input_ids, attention_mask = encode_prompts(tokenizer, texts, cfg.prompts.max_length)
-        sample = trainer.generate(input_ids, attention_mask)
-        responses = decode_responses(tokenizer, sample.response_ids, sample.response_mask)
-        scores = compute_scores(reward, texts, responses, [targets[i] for i in idx] if targets else None)
-        stats = trainer.step(input_ids, attention_mask, sample, scores)
-        done = step + 1
-        logger.log_metrics({**stats, "samples": done * batch, "epoch": (done * batch - 1) // n}, step=done)
-        if progress:
-            print(
-                f"step {done}/{cfg.steps}  reward {stats['reward_mean']:.3f}  kl {stats['kl']:.3f}  "
-                f"entropy {stats['entropy']:.2f}  clip {stats['clip_frac']:.2f}  len {stats['response_length']:.1f}",
-                flush=True,
-            )
-        if done % cfg.samples_every == 0 or done == cfg.steps:
-            lines = [f"== step {done}"]
-            for p, r, s in list(zip(texts, responses, scores.tolist()))[: cfg.num_samples]:
-                lines.append(f"prompt: {p}\nresponse: {r}\nscore: {s:.4f}")
-            atomic_append_text(run_dir / "samples.txt", "\n".join(lines) + "\n\n", point="samples")
-        if done % cfg.save_every == 0 or done == cfg.steps:
-            # saved whole into a temp dir, hashed into the manifest, then swapped in (t5lab.rundir.save_dir)
-            rundir.save_dir(last, lambda tmp: _save_checkpoint(trainer, tokenizer, tmp), run_dir, "ppo_ckpt")
-    atomic_save_pretrained(policy, tokenizer, run_dir / "model", run_dir=run_dir)
-    atomic_write_text(run_dir / DONE, "", point="done")
+    run_dir = open_run_dir(cfg, resume, out)
+    lock = lock_run_dir(run_dir, "ppo")
+    try:
+        trainer = PPOTrainer(policy, ppo_cfg, ref_model=ref)
+        sampling_loop(cfg, trainer, pieces, run_dir, ppo_cfg.batch_size, ppo_cfg.seed, progress)
+    finally:
+        lock.release()
     return run_dir
 
 
-def _save_checkpoint(trainer: Any, tokenizer: Any, tmp: Path) -> None:
-    """``PPOTrainer.save`` into ``tmp`` (it writes a directory of its own name: moved up into ``tmp``)."""
-    trainer.save(tmp / "ckpt", tokenizer)
-    for child in (tmp / "ckpt").iterdir():
-        os.replace(child, tmp / child.name)
-    (tmp / "ckpt").rmdir()
+def resume_config(resume: str | os.PathLike, loader: Any) -> Any:
+    """The config of the run directory ``resume`` (checked to be a resumable run)."""
+    run_dir = Path(resume)
+    if not (run_dir / "config.yaml").is_file():
+        raise T5LabError(f"--resume {run_dir}: no config.yaml there; give a run directory of the same command")
+    if (run_dir / DONE).exists():
+        raise T5LabError(f"--resume {run_dir}: the run is finished (DONE exists)")
+    return loader(run_dir / "config.yaml")
 
 
-def plot_reward_curve(run_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
-    """Plots reward mean +- std and the per-sequence KL of a PPO run's metrics.csv to a PNG.
+def open_run_dir(cfg: Any, resume: str | os.PathLike | None, out: str | os.PathLike) -> Path:
+    """``resume`` itself, or a new ``out/<name>/<timestamp>`` holding the resolved config.yaml."""
+    from t5lab.train.io import atomic_write_text
+    from t5lab.train.run import new_run_dir
 
-    Args:
-        run_dir: A PPO run directory, or ``runs/<name>`` (its newest run).
-        path: Output PNG (default: ``<run_dir>/reward.png``).
+    if resume is not None:
+        return Path(resume)
+    run_dir = new_run_dir(out, cfg.name)
+    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    return run_dir
 
-    Returns:
-        The PNG path (written atomically).
+
+def lock_run_dir(run_dir: Path, command: str) -> Any:
+    """Takes ``run_dir``'s lock (t5lab.rundir: one process per run directory) and, on a resume,
+    removes what an interrupted write left there. Release it with ``.release()``."""
+    lock = rundir.RunLock(run_dir, command).acquire()
+    stale = rundir.clean_stale(run_dir)
+    if stale:
+        print(f"removed {len(stale)} leftover(s) of an interrupted write in {run_dir}")
+    return lock
+
+
+class SamplingPieces:
+    """What a sampling run (PPO, GRPO, RLOO) loads from its config: tokenizer, prompts, reward."""
+
+    def __init__(
+        self, policy_dir: Path, tokenizer: Any, prompts: list[str], targets: list[str] | None, reward: Any,
+        evaluator: Evaluator | None = None,
+    ) -> None:
+        self.policy_dir, self.tokenizer, self.prompts, self.targets, self.reward = (
+            policy_dir, tokenizer, prompts, targets, reward
+        )
+        self.evaluator = evaluator
+
+    @classmethod
+    def load(cls, cfg: Any, batch_size: int, batch_key: str) -> SamplingPieces:
+        from transformers import AutoTokenizer
+
+        from t5lab.rl.rewards import load_reward, resolve_model_dir
+
+        policy_dir = resolve_model_dir(cfg.policy.init)
+        tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+        prompts, targets = load_prompts(cfg.prompts)
+        if len(prompts) < batch_size:
+            raise ConfigError(f"only {len(prompts)} prompts for {batch_key}={batch_size}; add prompts or lower it")
+        reward = load_reward(cfg.reward.fn, cfg.reward.options)
+        return cls(policy_dir, tokenizer, prompts, targets, reward, Evaluator.maybe(cfg, tokenizer, reward))
+
+
+class PromptOrder:
+    """Prompt indices of each step: a fresh seeded permutation per pass (the same after a resume)."""
+
+    def __init__(self, n: int, batch: int, seed: int) -> None:
+        import torch
+
+        self.n, self.batch = n, batch
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perms: list[list[int]] = []
+
+    def __call__(self, step: int) -> list[int]:
+        import torch
+
+        start = step * self.batch
+        while len(self.perms) * self.n < start + self.batch:
+            self.perms.append(torch.randperm(self.n, generator=self.gen).tolist())
+        flat = [i for p in self.perms for i in p]
+        return flat[start : start + self.batch]
+
+    def epoch(self, step: int) -> int:
+        """The pass over the prompts that step ``step`` (1-based) ended in."""
+        return (step * self.batch - 1) // self.n
+
+
+def append_samples(run_dir: Path, step: int, rows: list[tuple[str, str, float]]) -> None:
+    """Adds ``== step N`` and prompt / response / score blocks to samples.txt (rewritten atomically)."""
+    from t5lab.train.io import atomic_write_text
+
+    lines = [f"== step {step}"]
+    for p, r, s in rows:
+        lines.append(f"prompt: {p}\nresponse: {r}\nscore: {s:.4f}")
+    old = (run_dir / "samples.txt").read_text() if (run_dir / "samples.txt").exists() else ""
+    atomic_write_text(run_dir / "samples.txt", old + "\n".join(lines) + "\n\n")
+
+
+def progress_bar(cfg: Any, start: int, enabled: bool) -> Any:
+    """A tqdm bar over the run's steps (on stderr), or None."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.steps, initial=start, desc=cfg.name, unit="step", dynamic_ncols=True)
+
+
+def finish_run(run_dir: Path, policy: Any, tokenizer: Any, bar: Any) -> None:
+    """The final policy (HF format) in ``model/``, then ``DONE``."""
+    from t5lab.train.io import atomic_save_pretrained, atomic_write_text
+
+    if bar is not None:
+        bar.close()
+    atomic_save_pretrained(policy, tokenizer, run_dir / "model")
+    plot_reward_curve(run_dir)  # reward.png: reward (or DPO margin), eval reward and KL by step
+    atomic_write_text(run_dir / DONE, "")
+
+
+_BAR_KEYS = ("reward_mean", "kl", "entropy", "response_length")
+
+
+def sampling_loop(
+    cfg: Any, trainer: Any, pieces: SamplingPieces, run_dir: Path, batch: int, seed: int, progress: bool,
+    group_size: int = 1,
+) -> None:
+    """The loop of every sampling algorithm: prompts -> responses -> reward -> ``trainer.step``.
+
+    ``trainer.generate`` returns ``group_size`` responses per prompt (rows grouped by prompt);
+    metrics.csv gets one row per step, samples.txt a few rollouts every ``samples_every`` steps,
+    ``checkpoints/last`` the trainer every ``save_every`` steps, then ``model/`` and ``DONE``.
     """
+
+    from t5lab.rl.rewards import compute_scores
+    from t5lab.train.callbacks import RunCSVLogger
+
+    logger = RunCSVLogger(run_dir)
+    last = run_dir / "checkpoints" / "last"
+    if last.is_dir():
+        trainer.load(last)
+    # what the checkpoint has not seen is logged again: cut metrics.csv and samples.txt back to it
+    logger.truncate_after(trainer.step_count)
+    rundir.truncate_samples(run_dir / "samples.txt", trainer.step_count)
+    order = PromptOrder(len(pieces.prompts), batch, seed + 1)
+    evaluator = pieces.evaluator
+    clock = WallClock(logger, trainer.step_count)
+    if evaluator is not None and trainer.step_count == 0:
+        logger.log_metrics({"eval_reward": evaluator(trainer.policy), "wall_s": 0.0}, step=0)
+    bar = progress_bar(cfg, trainer.step_count, progress)
+    tok = pieces.tokenizer
+    trainer.policy.eval()
+    for step in range(trainer.step_count, cfg.steps):
+        idx = order(step)
+        input_ids, attention_mask = encode_prompts(tok, [pieces.prompts[i] for i in idx], cfg.prompts.max_length)
+        rows = [i for i in idx for _ in range(group_size)]  # prompt of each response
+        sample = trainer.generate(input_ids, attention_mask)
+        if group_size > 1:
+            input_ids, attention_mask = trainer.repeat(input_ids, attention_mask)
+        texts = [pieces.prompts[i] for i in rows]
+        responses = decode_responses(tok, sample.response_ids, sample.response_mask)
+        targets = [pieces.targets[i] for i in rows] if pieces.targets else None
+        scores = compute_scores(pieces.reward, texts, responses, targets)
+        stats = trainer.step(input_ids, attention_mask, sample, scores)
+        done = step + 1
+        stats["wall_s"] = clock()
+        if evaluator is not None and (done % evaluator.every == 0 or done == cfg.steps):
+            stats["eval_reward"] = clock.excluding(evaluator, trainer.policy)
+        logger.log_metrics({**stats, "samples": done * batch, "epoch": order.epoch(done)}, step=done)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{stats[k]:.3g}" for k in (*_BAR_KEYS, "eval_reward") if k in stats})
+        if done % cfg.samples_every == 0 or done == cfg.steps:
+            append_samples(run_dir, done, list(zip(texts, responses, scores.tolist()))[: cfg.num_samples])
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            trainer.save(last, tok)
+    finish_run(run_dir, trainer.policy, tok, bar)
+
+
+class WallClock:
+    """Training wall time in seconds (``wall_s``), continued from the checkpoint's row on a resume;
+    evaluations are not counted."""
+
+    def __init__(self, logger: Any, step: int) -> None:
+        import time
+
+        row = logger.rows.get(step, {}) if step else {}
+        self.offset = float(row.get("wall_s") or 0.0)
+        self.start = time.perf_counter()
+        self.paused = 0.0
+
+    def __call__(self) -> float:
+        import time
+
+        return self.offset + time.perf_counter() - self.start - self.paused
+
+    def excluding(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``, its time kept out of ``wall_s``."""
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.paused += time.perf_counter() - t0
+
+
+class Evaluator:
+    """Mean reward of one sampled response per held-out prompt (``eval.n`` prompts, ``eval.seed``).
+
+    The prompts come from the run's ``prompts`` task with another seed (or the first ``eval.n``
+    lines of ``prompts.file``); the sampling generator is re-seeded each time, so evaluations of
+    the same weights are equal and cost the run's own random stream nothing.
+    """
+
+    def __init__(self, section: Any, prompts_section: PromptsSection, tokenizer: Any, reward: Any) -> None:
+        self.every, self.section = section.every, section
+        self.reward, self.tokenizer = reward, tokenizer
+        if prompts_section.task is not None:
+            src = prompts_section.model_copy(update={"n": section.n, "seed": section.seed})
+        else:
+            src = prompts_section
+        self.prompts, self.targets = load_prompts(src)
+        self.prompts = self.prompts[: section.n]
+        self.targets = self.targets[: section.n] if self.targets else None
+        self.max_length = prompts_section.max_length
+
+    @classmethod
+    def maybe(cls, cfg: Any, tokenizer: Any, reward: Any) -> Evaluator | None:
+        """The run's evaluator, or None without ``eval.n``; its reward is ``eval.reward`` or ``reward``."""
+        from t5lab.rl.rewards import load_reward
+
+        section = cfg.eval
+        if section.n == 0:
+            return None
+        if cfg.prompts is None:
+            raise ConfigError("config key eval.n: evaluation needs a prompts: section")
+        if section.reward is not None:
+            reward = load_reward(section.reward.fn, section.reward.options)
+        if reward is None:
+            raise ConfigError("config key eval.n: evaluation needs a reward: (or eval.reward:) section")
+        return cls(section, cfg.prompts, tokenizer, reward)
+
+    def __call__(self, policy: Any) -> float:
+        import torch
+
+        from t5lab.rl.rewards import compute_scores
+        from t5lab.rl.sampler import respond_to_batch
+
+        s = self.section
+        gen = torch.Generator().manual_seed(s.seed)
+        total = 0.0
+        for start in range(0, len(self.prompts), 64):
+            texts = self.prompts[start : start + 64]
+            ids, mask = encode_prompts(self.tokenizer, texts, self.max_length)
+            out = respond_to_batch(policy.eval(), ids, mask, max_new_tokens=s.max_new_tokens,
+                                   temperature=s.temperature, generator=gen)
+            responses = decode_responses(self.tokenizer, out.response_ids, out.response_mask)
+            targets = self.targets[start : start + 64] if self.targets else None
+            total += float(compute_scores(self.reward, texts, responses, targets).sum())
+        return total / len(self.prompts)
+
+
+def _metric_rows(run_dir: str | os.PathLike) -> tuple[Path, list[dict[str, str]]]:
+    """A run directory (``runs/<name>``: its newest run) and its metrics.csv rows."""
     import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.csv").is_file() and run_dir.is_dir():
@@ -436,32 +648,77 @@ def plot_reward_curve(run_dir: str | os.PathLike, path: str | os.PathLike | None
         run_dir = runs[-1] if runs else run_dir
     metrics = run_dir / "metrics.csv"
     if not metrics.is_file():
-        raise T5LabError(f"{run_dir} has no metrics.csv; give a PPO run directory")
+        raise T5LabError(f"{run_dir} has no metrics.csv; give an RL run directory")
     with open(metrics, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("reward_mean")]
-    if not rows:
-        raise T5LabError(f"{metrics} has no reward_mean rows; is it a PPO run?")
-    step = [int(r["step"]) for r in rows]
-    mean = [float(r["reward_mean"]) for r in rows]
-    std = [float(r["reward_std"]) for r in rows]
-    kl = [float(r["kl"]) for r in rows]
+        return run_dir, list(csv.DictReader(fh))
 
+
+def _algo(run_dir: Path) -> str:
+    try:
+        return str(yaml.safe_load((run_dir / "config.yaml").read_text()).get("algo", "ppo"))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return "ppo"
+
+
+def _moving_average(values: list[float], window: int) -> list[float]:
+    return [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+            for i in range(len(values))]
+
+
+def plot_reward_curve(run_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
+    """Plots a run's curves from its metrics.csv to a PNG.
+
+    PPO / GRPO / RLOO: reward mean +- std (and its moving average), ``eval_reward`` when the run
+    evaluates, and the per-response KL on a second axis. DPO: the implicit-reward margin and
+    accuracy, and ``eval_reward``.
+
+    Args:
+        run_dir: A run directory, or ``runs/<name>`` (its newest run).
+        path: Output PNG (default: ``<run_dir>/reward.png``).
+
+    Returns:
+        The PNG path (written atomically).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir, all_rows = _metric_rows(run_dir)
+    algo = _algo(run_dir)
+    key = "reward_margin" if algo == "dpo" else "reward_mean"
+    rows = [r for r in all_rows if r.get(key)]
+    if not rows:
+        raise T5LabError(f"{run_dir / 'metrics.csv'} has no {key} rows; is it a finished step of an RL run?")
+    evals = [(int(r["step"]), float(r["eval_reward"])) for r in all_rows if r.get("eval_reward")]
+    step = [int(r["step"]) for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
-    ax.plot(step, mean, color="tab:blue", alpha=0.5, linewidth=1, label="reward (batch mean)")
-    window = max(1, len(mean) // 12)  # moving average: the batch mean of a binary score is noisy
-    smooth = [sum(mean[max(0, i - window + 1) : i + 1]) / len(mean[max(0, i - window + 1) : i + 1]) for i in range(len(mean))]
-    ax.plot(step, smooth, color="navy", linewidth=2, label=f"reward ({window}-step average)")
-    ax.fill_between(step, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                    color="tab:blue", alpha=0.12, label="reward (+- std)")
-    ax.set_xlabel("PPO step")
-    ax.set_ylabel("reward (classifier score)")
     ax2 = ax.twinx()
-    ax2.plot(step, kl, color="tab:red", linestyle="--", label="KL(policy || ref) per response")
-    ax2.set_ylabel("KL (nats)")
+    if algo == "dpo":
+        ax.plot(step, [float(r["reward_accuracy"]) for r in rows], color="tab:green", alpha=0.7,
+                label="implicit-reward accuracy")
+        ax2.plot(step, [float(r["reward_margin"]) for r in rows], color="tab:red", linestyle="--",
+                 label="implicit-reward margin")
+        ax2.set_ylabel("margin (beta x log-ratio)")
+    else:
+        mean = [float(r["reward_mean"]) for r in rows]
+        std = [float(r["reward_std"]) for r in rows]
+        ax.plot(step, mean, color="tab:blue", alpha=0.5, linewidth=1, label="reward (batch mean)")
+        window = max(1, len(mean) // 12)  # the batch mean of a binary score is noisy
+        ax.plot(step, _moving_average(mean, window), color="navy", linewidth=2, label=f"reward ({window}-step average)")
+        ax.fill_between(step, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                        color="tab:blue", alpha=0.12, label="reward (+- std)")
+        ax2.plot(step, [float(r["kl"]) for r in rows], color="tab:red", linestyle="--",
+                 label="KL(policy || ref) per response")
+        ax2.set_ylabel("KL (nats)")
+    if evals:
+        ax.plot(*zip(*evals), color="black", marker="o", markersize=3, label="eval_reward (held out)")
+    ax.set_xlabel(f"{algo.upper()} step")
+    ax.set_ylabel("reward")
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
     ax.legend(lines, labels, loc="lower right", fontsize=8)
-    ax.set_title(f"PPO: {run_dir.parent.name}")
+    ax.set_title(f"{algo.upper()}: {run_dir.parent.name}")
     fig.tight_layout()
 
     path = Path(path) if path is not None else run_dir / "reward.png"
@@ -470,3 +727,41 @@ def plot_reward_curve(run_dir: str | os.PathLike, path: str | os.PathLike | None
     finally:
         plt.close(fig)
     return path
+
+
+def plot_comparison(
+    runs: dict[str, str | os.PathLike], path: str | os.PathLike, key: str = "eval_reward", x: str = "wall_s",
+    ylabel: str | None = None, title: str | None = None,
+) -> Path:
+    """One figure of ``key`` against ``x`` (training wall time by default) for several runs.
+
+    Args:
+        runs: Legend label -> run directory (or ``runs/<name>``).
+        path: Output PNG (written atomically).
+        key: A metrics.csv column, e.g. ``eval_reward`` (held-out reward) or ``reward_mean``.
+        x: ``wall_s`` (training seconds, evaluations excluded) or ``step``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
+    for label, run in runs.items():
+        run_dir, rows = _metric_rows(run)
+        points = [(float(r[x]), float(r[key])) for r in rows if r.get(key) and r.get(x)]
+        if not points:
+            raise T5LabError(f"{run_dir / 'metrics.csv'} has no rows with both {x} and {key}")
+        ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+    ax.set_xlabel("training wall time (s)" if x == "wall_s" else x)
+    ax.set_ylabel(ylabel or key)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        atomic_savefig(fig, Path(path))
+    finally:
+        plt.close(fig)
+    return Path(path)
