@@ -138,7 +138,7 @@ class Variant:
         config = getattr(model_or_config, "config", model_or_config)
         return self.kind_of(config) == "prefix_lm"
 
-    def model_kind(self, model_or_config: Any = None) -> str:
+    def model_kind(self) -> str:
         """The explorer's view: ``seq2seq``, ``causal`` or ``classifier``."""
         return _MODEL_KIND[self.objective]
 
