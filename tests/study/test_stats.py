@@ -92,3 +92,14 @@ def test_first_reaching_and_bands():
     band = curve_band([([1, 2, 3], [1.0, 2.0, 3.0]), ([1, 2], [3.0, 4.0])])
     assert [x for x, _ in band] == [1, 2]  # steps both curves have
     assert band[0][1].mean == 2.0 and band[1][1].mean == 3.0
+
+
+def test_holm_by_hand():
+    from t5lab.study.stats import holm
+
+    # sorted 0.01, 0.02, 0.04, 0.30 -> x4, x3, x2, x1 = 0.04, 0.06, 0.08, 0.30 (already monotone)
+    assert holm([0.04, 0.01, 0.30, 0.02]) == pytest.approx([0.08, 0.04, 0.30, 0.06])
+    # monotone step: 0.01 * 3 = 0.03, 0.011 * 2 = 0.022 -> raised to 0.03; 0.5 capped stays 0.5
+    assert holm([0.011, 0.01, 0.5]) == pytest.approx([0.03, 0.03, 0.5])
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []

@@ -181,6 +181,16 @@ def report_md(plan: dict[str, Any], summaries: list[PointSummary], pairs: list[P
         )
     lines += ["", "## Comparisons", ""]
     lines += [f"- {p.sentence}" for p in pairs] or ["- (no pairs: the study has one variant per group)"]
+    tested = [p for p in pairs if p.comparison is not None]
+    if len(tested) > 1:
+        from t5lab.study.stats import holm
+
+        adjusted = holm([p.comparison.p for p in tested])
+        kept = [f"{p.a} vs {p.b} on {p.group} (p_holm={q:.2g})" for p, q in zip(tested, adjusted) if q < 0.05]
+        lines.append(
+            f"- Holm-Bonferroni over these {len(tested)} tests (family-wise 5%): "
+            + (", ".join(kept) if kept else "no difference survives")
+        )
     for group, what in mixed_targets(plan).items():
         lines.append(f"- caution: in {title(group)} the points predict different targets ({what}), so their losses "
                      "measure different things; compare them within an objective, or downstream")

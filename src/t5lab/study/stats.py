@@ -204,3 +204,19 @@ def curve_band(curves: list[tuple[list[float], list[float]]], confidence: float 
         common &= set(xs)
     lookup = [dict(zip(xs, ys)) for xs, ys in curves]
     return [(x, t_interval([c[x] for c in lookup], confidence)) for x in sorted(common)]
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (Holm 1979), in the input order.
+
+    The i-th smallest of m p-values is multiplied by ``m - i`` (i from 0), made monotone from the
+    smallest up, and capped at 1: an adjusted p below alpha rejects with family-wise error <= alpha.
+    """
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    out = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
