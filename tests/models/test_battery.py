@@ -291,6 +291,23 @@ def test_from_config_in_bf16_keeps_fp32_strict_modules_in_fp32(case):
         assert out.value.dtype == torch.float32
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_from_pretrained_in_half_precision_keeps_fp32_modules(case, tmp_path, dtype):
+    """Loading with ``dtype=`` keeps ``_keep_in_fp32_modules`` (fp16 only: T5's ``wo`` overflows
+    fp16) and ``_keep_in_fp32_modules_strict`` (fp16 and bf16: the value head) in float32."""
+    model = case.build()
+    kept = set(type(model)._keep_in_fp32_modules_strict or ())
+    if dtype == torch.float16:
+        kept |= set(type(model)._keep_in_fp32_modules or ())
+    if not kept:
+        pytest.skip(f"{type(model).__name__} keeps no module in fp32 under {dtype}")
+    model.save_pretrained(tmp_path)
+    half = case.auto_class().from_pretrained(tmp_path, dtype=dtype)
+    dtypes = {n: p.dtype for n, p in half.named_parameters() if set(n.split(".")) & kept}
+    assert dtypes and set(dtypes.values()) == {torch.float32}, dtypes
+    assert half.get_input_embeddings().weight.dtype == dtype
+
+
 # ---------------------------------------------------------------------------------------------
 # Generation
 # ---------------------------------------------------------------------------------------------
