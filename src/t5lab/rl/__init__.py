@@ -1,4 +1,4 @@
-"""PPO for T5 variants: sampling with exact log-probs, KL penalty, PPO trainer, pluggable rewards.
+"""RL for T5 variants: exact-log-prob sampling, KL, PPO, GRPO, RLOO, DPO / IPO, pluggable rewards.
 
 Public names are imported lazily (``t5lab ppo --help`` must not import torch):
 
@@ -8,8 +8,14 @@ Public names are imported lazily (``t5lab ppo --help`` must not import torch):
   :class:`FixedKLController` (:mod:`t5lab.rl.kl`)
 - :class:`PPOConfig`, :class:`PPOTrainer`, :func:`compute_gae` (:mod:`t5lab.rl.ppo`)
 - :func:`load_reward`, :class:`ClassifierReward` (:mod:`t5lab.rl.rewards`)
-- :func:`run_ppo`, :func:`load_ppo_config`, :func:`load_policy`, :func:`plot_reward_curve`
-  (:mod:`t5lab.rl.run`)
+- :class:`GRPOConfig`, :class:`GRPOTrainer`, :class:`RLOOConfig`, :class:`RLOOTrainer`,
+  :func:`group_advantages`, :func:`leave_one_out_advantages`, :func:`grpo_loss`, :func:`rloo_loss`
+  (:mod:`t5lab.rl.group`)
+- :class:`DPOConfig`, :class:`DPOTrainer`, :func:`dpo_loss`, :func:`read_pairs`, :func:`build_pairs`
+  (:mod:`t5lab.rl.dpo`)
+- :func:`run_ppo`, :func:`load_ppo_config`, :func:`load_policy`, :func:`plot_reward_curve`,
+  :func:`plot_comparison` (:mod:`t5lab.rl.run`); :func:`run_rl`, :func:`load_rl_config`,
+  :func:`load_lm` (:mod:`t5lab.rl.launch`)
 """
 
 from __future__ import annotations
@@ -37,6 +43,23 @@ _LAZY: dict[str, str] = {
     "load_ppo_config": "t5lab.rl.run",
     "load_policy": "t5lab.rl.run",
     "plot_reward_curve": "t5lab.rl.run",
+    "plot_comparison": "t5lab.rl.run",
+    "GRPOConfig": "t5lab.rl.group",
+    "GRPOTrainer": "t5lab.rl.group",
+    "RLOOConfig": "t5lab.rl.group",
+    "RLOOTrainer": "t5lab.rl.group",
+    "group_advantages": "t5lab.rl.group",
+    "leave_one_out_advantages": "t5lab.rl.group",
+    "grpo_loss": "t5lab.rl.group",
+    "rloo_loss": "t5lab.rl.group",
+    "DPOConfig": "t5lab.rl.dpo",
+    "DPOTrainer": "t5lab.rl.dpo",
+    "dpo_loss": "t5lab.rl.dpo",
+    "read_pairs": "t5lab.rl.dpo",
+    "build_pairs": "t5lab.rl.dpo",
+    "run_rl": "t5lab.rl.launch",
+    "load_rl_config": "t5lab.rl.launch",
+    "load_lm": "t5lab.rl.launch",
 }
 
 __all__ = sorted(_LAZY)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,36 @@ def load_checkpoint(directory: str | os.PathLike, policy: nn.Module) -> dict[str
     if missing or unexpected:
         raise ValueError(f"checkpoint {directory} does not match the policy: {missing=} {unexpected=}")
     return torch.load(directory / "trainer_state.pt", weights_only=True)
+
+
+class CheckpointMixin:
+    """``state_dict`` / ``save`` / ``load`` of a trainer with ``policy``, ``optimizer``,
+    ``generator`` (sampling / shuffling RNG), ``step_count`` and a dataclass ``config``."""
+
+    policy: nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    step_count: int
+    config: Any
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer, RNG and step count (the models are saved separately)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "step_count": self.step_count,
+            "config": asdict(self.config),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.step_count = int(state["step_count"])
+
+    def save(self, directory: str | os.PathLike, tokenizer: Any = None) -> Path:
+        """Writes ``model/`` (HF format, a value head included) and ``trainer_state.pt`` atomically."""
+        return save_checkpoint(directory, self.policy, self.state_dict(), tokenizer)
+
+    def load(self, directory: str | os.PathLike) -> None:
+        """Restores policy weights and trainer state written by :meth:`save`."""
+        self.load_state_dict(load_checkpoint(directory, self.policy))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t5lab.errors import T5LabError
-from t5lab.rl.core import load_checkpoint, save_checkpoint
+from t5lab.rl.core import CheckpointMixin
 from t5lab.rl.sampler import score_responses
 
 DPO_LOSSES = ("sigmoid", "ipo")
@@ -215,7 +215,7 @@ def sequence_logprobs(
 # ----------------------------------------------------------------------------- trainer
 
 
-class DPOTrainer:
+class DPOTrainer(CheckpointMixin):
     """DPO / IPO updates of a policy; the reference enters only through cached log-probs.
 
     Args:
@@ -257,26 +257,6 @@ class DPOTrainer:
         self.step_count += 1
         out.update(logp_chosen=float(chosen.detach().mean()), logp_rejected=float(rejected.detach().mean()))
         return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "step_count": self.step_count,
-            "config": asdict(self.config),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        self.step_count = int(state["step_count"])
-
-    def save(self, directory: str | os.PathLike, tokenizer: Any = None) -> Path:
-        """Writes ``model/`` (HF format) and ``trainer_state.pt`` atomically."""
-        return save_checkpoint(directory, self.policy, self.state_dict(), tokenizer)
-
-    def load(self, directory: str | os.PathLike) -> None:
-        self.load_state_dict(load_checkpoint(directory, self.policy))
 
 
 # ----------------------------------------------------------------------------- pairs from a task

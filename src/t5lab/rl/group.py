@@ -39,22 +39,19 @@ the rollout's log-probs (ratio 1).
 from __future__ import annotations
 
 import copy
-import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from t5lab.rl.core import (
+    CheckpointMixin,
     entropy_from_logprobs,
     gather_tokens,
-    load_checkpoint,
     masked_mean,
     processed_logprobs,
     reference_logprobs,
-    save_checkpoint,
 )
 from t5lab.rl.kl import KL_ESTIMATORS, exact_kl, kl_per_token, sampled_kl
 from t5lab.rl.sampler import SampleOutput, respond_to_batch
@@ -276,7 +273,7 @@ class RLOOConfig(GroupConfig):
 # ----------------------------------------------------------------------------- trainers
 
 
-class GroupTrainer:
+class GroupTrainer(CheckpointMixin):
     """What GRPO and RLOO share: group sampling, rollout scoring, minibatch passes, persistence.
 
     Subclasses set :meth:`advantages` (from the rollout) and :meth:`loss` (one minibatch).
@@ -414,30 +411,6 @@ class GroupTrainer:
             rollout_logprob_err=float(rollout_logprob_err),
         )
         return stats
-
-    # -- persistence --------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        """Optimizer, RNG and step count (the models are saved separately)."""
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "step_count": self.step_count,
-            "config": asdict(self.config),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        self.step_count = int(state["step_count"])
-
-    def save(self, directory: str | os.PathLike, tokenizer: Any = None) -> Path:
-        """Writes ``model/`` (HF format) and ``trainer_state.pt`` atomically."""
-        return save_checkpoint(directory, self.policy, self.state_dict(), tokenizer)
-
-    def load(self, directory: str | os.PathLike) -> None:
-        """Restores policy weights and trainer state written by :meth:`save`."""
-        self.load_state_dict(load_checkpoint(directory, self.policy))
 
 
 class GRPOTrainer(GroupTrainer):

@@ -25,6 +25,7 @@ from t5lab.rl.dpo import DPOConfig
 from t5lab.rl.group import GRPOConfig, RLOOConfig
 from t5lab.rl.run import (
     EvalSection,
+    LoopSettings,
     PolicySection,
     PromptsSection,
     RewardSection,
@@ -38,29 +39,8 @@ ALGOS = ("ppo", "grpo", "rloo", "dpo")
 _CONFIGS: dict[str, type] = {"grpo": GRPOConfig, "rloo": RLOOConfig, "dpo": DPOConfig}
 
 
-class _LoopMixin(_Section):
-    name: str = "rl"
-    steps: int = 20
-    save_every: int = 10
-    samples_every: int = 10
-    num_samples: int = 3
-    num_threads: int = 1
-
-    @field_validator("steps", "save_every", "samples_every", "num_threads")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"must be >= 1, got {v}")
-        return v
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        import re
-
-        if not re.fullmatch(r"[\w.=,+-]+", v):
-            raise ValueError(f"must be a plain directory name (letters, digits, _ . = , + -), got {v!r}")
-        return v
+class _AlgoRun(LoopSettings):
+    """A run config with an ``algo`` and that algorithm's section."""
 
     @property
     def algo_config(self) -> Any:
@@ -72,7 +52,7 @@ class _LoopMixin(_Section):
         return yaml.safe_dump(data, sort_keys=False)
 
 
-class GroupRunConfig(_LoopMixin):
+class GroupRunConfig(_AlgoRun):
     """A GRPO or RLOO run."""
 
     algo: Literal["grpo", "rloo"]
@@ -110,7 +90,7 @@ class PairsSection(_Section):
         return v
 
 
-class DPORunConfig(_LoopMixin):
+class DPORunConfig(_AlgoRun):
     """A DPO / IPO run."""
 
     algo: Literal["dpo"]

@@ -23,24 +23,21 @@ kept in eval mode) so that the first minibatch pass reproduces the rollout's log
 from __future__ import annotations
 
 import copy
-import os
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from torch import nn
 
 from t5lab.rl.core import (
+    CheckpointMixin,
     entropy_from_logprobs,
     gather_tokens,
-    load_checkpoint,
     masked_mean,
     masked_var,
     masked_whiten,
     processed_logprobs,
     reference_logprobs,
-    save_checkpoint,
 )
 from t5lab.rl.kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController, exact_kl, kl_per_token
 from t5lab.rl.sampler import SampleOutput, respond_to_batch
@@ -240,7 +237,7 @@ def ppo_loss(
 # ----------------------------------------------------------------------------- trainer
 
 
-class PPOTrainer:
+class PPOTrainer(CheckpointMixin):
     """Runs PPO steps on a value-head policy against a frozen reference copy.
 
     Args:
@@ -409,24 +406,8 @@ class PPOTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Optimizer, KL controller, RNG and step count (the models are saved separately)."""
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "kl_ctl": self.kl_ctl.state_dict(),
-            "generator": self.generator.get_state(),
-            "step_count": self.step_count,
-            "config": asdict(self.config),
-        }
+        return {**super().state_dict(), "kl_ctl": self.kl_ctl.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        super().load_state_dict(state)
         self.kl_ctl.load_state_dict(state["kl_ctl"])
-        self.generator.set_state(state["generator"])
-        self.step_count = int(state["step_count"])
-
-    def save(self, directory: str | os.PathLike, tokenizer: Any = None) -> Path:
-        """Writes ``model/`` (HF format, value head included), ``trainer_state.pt`` atomically."""
-        return save_checkpoint(directory, self.policy, self.state_dict(), tokenizer)
-
-    def load(self, directory: str | os.PathLike) -> None:
-        """Restores policy weights and trainer state written by :meth:`save`."""
-        self.load_state_dict(load_checkpoint(directory, self.policy))

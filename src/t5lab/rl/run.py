@@ -110,16 +110,11 @@ class EvalSection(_Section):
         return v
 
 
-class PPORunConfig(_Section):
-    """A PPO run: every setting, validated and frozen."""
+class LoopSettings(_Section):
+    """The loop settings every RL run config has (PPO, GRPO, RLOO, DPO)."""
 
-    name: str = "ppo"
-    policy: PolicySection
-    prompts: PromptsSection
-    reward: RewardSection
-    ppo: dict[str, Any] = {}  # PPOConfig fields (see t5lab.rl.ppo.PPOConfig)
-    eval: EvalSection = EvalSection()
-    steps: int = 20  # PPO steps (one rollout of ppo.batch_size prompts each)
+    name: str = "rl"
+    steps: int = 20  # optimisation steps (one rollout, or one batch of pairs, each)
     save_every: int = 10  # checkpoint interval in steps (and at the end)
     samples_every: int = 10  # samples.txt interval in steps
     num_samples: int = 3  # rollouts written to samples.txt each time
@@ -138,6 +133,17 @@ class PPORunConfig(_Section):
         if v < 1:
             raise ValueError(f"must be >= 1, got {v}")
         return v
+
+
+class PPORunConfig(LoopSettings):
+    """A PPO run: every setting, validated and frozen."""
+
+    name: str = "ppo"
+    policy: PolicySection
+    prompts: PromptsSection
+    reward: RewardSection
+    ppo: dict[str, Any] = {}  # PPOConfig fields (see t5lab.rl.ppo.PPOConfig)
+    eval: EvalSection = EvalSection()
 
     @field_validator("ppo")
     @classmethod
