@@ -17,11 +17,12 @@ from typing import Any
 
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-OLD_CACHE_NAME = "past_key_values"
+OLD_CACHE_NAME = "past_key_values"  # transformers 5.20-5.23 (deprecated from 5.24, removed in 5.40)
+NEW_CACHE_NAME = "cache"  # transformers >= 5.24
 
 #: The KV cache's name in the installed transformers: the forward keyword and the output field.
 CACHE_NAME: str = (
-    "cache" if "cache" in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else OLD_CACHE_NAME
+    NEW_CACHE_NAME if NEW_CACHE_NAME in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else OLD_CACHE_NAME
 )
 
 
@@ -36,7 +37,14 @@ def output_cache(output: Any) -> Any:
 
 
 def passed_cache(kwargs: Mapping[str, Any]) -> Any:
-    """The cache in a forward's keyword arguments, under either name (a forward hook sees what the
-    caller passed: ``generate()`` uses the installed name, older code the old one)."""
-    cache = kwargs.get(CACHE_NAME)
+    """The cache in a forward's keyword arguments, under either name on any release (a forward hook
+    sees what the caller passed: ``generate()`` uses the installed name, t5lab's models take both)."""
+    cache = kwargs.get(NEW_CACHE_NAME)
     return kwargs.get(OLD_CACHE_NAME) if cache is None else cache
+
+
+def enable_activation_checkpointing(model: Any) -> None:
+    """Turn on activation (gradient) checkpointing: ``activation_checkpointing_enable()`` on
+    transformers >= 5.24, ``gradient_checkpointing_enable()`` (now a deprecated alias) before."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
