@@ -16,6 +16,7 @@ import t5lab  # noqa: F401  (registers the variants with the Auto classes)
 from t5lab.models.decoder_only import T5DecoderOnlyConfig, T5DecoderOnlyForCausalLM
 from t5lab.models.t5core import CACHE_FIELD
 from tests.conftest import TINY_T5
+from tests.models.helpers import enable_checkpointing
 
 TINY = {k: v for k, v in TINY_T5.items() if k not in ("num_decoder_layers", "decoder_start_token_id")}
 
@@ -341,7 +342,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         return [p.grad.clone() for p in model.parameters()]
 
     plain = grads()
-    model.activation_checkpointing_enable()
+    enable_checkpointing(model)
     for a, b in zip(plain, grads()):
         torch.testing.assert_close(a, b)
 
@@ -758,9 +759,7 @@ def test_inputs_embeds_equal_input_ids_and_legacy_checkpointing_flag():
         torch.testing.assert_close(model(inputs_embeds=model.shared(input_ids)).logits, model(input_ids).logits)
     legacy = T5DecoderOnlyForCausalLM(T5DecoderOnlyConfig(**TINY, gradient_checkpointing=True)).train()
     legacy(input_ids, labels=input_ids).loss.backward()
-    # transformers 5.24 renamed gradient_checkpointing_enable (the old name warns)
-    enable = getattr(legacy, "activation_checkpointing_enable", None) or legacy.gradient_checkpointing_enable
-    enable()
+    enable_checkpointing(legacy)
     assert legacy.decoder.gradient_checkpointing
     legacy(input_ids, labels=input_ids).loss.backward()
 
