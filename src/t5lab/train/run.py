@@ -399,7 +399,7 @@ def make_trainer(cfg: ExperimentConfig, run_dir: Path, progress: bool = True) ->
     loggers = _loggers(cfg, run_dir)
     callbacks.append(RunGuard(loggers[0], t.divergence, run_dir))
     strategy: Any = hw.strategy
-    if strategy == "ddp" and hw.accelerator == "cpu":
+    if strategy == "ddp" and _resolves_to_cpu(hw.accelerator):
         # `t5lab train` runs sweeps in one process; the default popen launcher would re-execute the
         # whole command line in every worker, so CPU DDP starts its workers with spawn instead.
         from lightning.pytorch.strategies import DDPStrategy
@@ -435,6 +435,13 @@ def make_trainer(cfg: ExperimentConfig, run_dir: Path, progress: bool = True) ->
         use_distributed_sampler=False,  # EpochSampler shards by rank itself (seeded, resumable)
         **val_kwargs,
     )
+
+
+def _resolves_to_cpu(accelerator: str) -> bool:
+    """Whether Lightning runs ``accelerator`` on the CPU (``auto`` does where there is no GPU)."""
+    import torch
+
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
 
 
 def _quiet_lightning() -> None:
