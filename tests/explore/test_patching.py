@@ -160,3 +160,18 @@ def test_patch_and_causal_trace_cli(run_dir, capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: clean and corrupt input_ids have shapes (1, 5) and (1, 6)")
     assert not (tmp_path / "bad").exists()  # nothing half-written
+
+
+def test_encode_pairs_batches_and_head_grids(tmp_path):
+    from t5lab.explore.patching import encode_pairs, plot_head_grids
+    from tests.explore.conftest import byte_tokenizer
+
+    model, tokenizer = LM_FACTORIES["decoder_only"](), byte_tokenizer()
+    batch = encode_pairs(model, tokenizer, [("ab", "ba"), ("cd", "dc")])
+    # `ab </s> ba </s>`, labels on the target only (as training encodes a decoder-only pair)
+    assert batch["input_ids"].shape == (2, 6) and (batch["labels"][:, :3] == -100).all()
+    assert batch["labels"][0, 3:].tolist() == batch["input_ids"][0, 3:].tolist()
+    with pytest.raises(T5LabError, match="at least one"):
+        encode_pairs(model, tokenizer, [])
+    path = plot_head_grids({"a": torch.rand(2, 4), "b": torch.rand(2, 4)}, tmp_path / "g.png", "title")
+    assert path.stat().st_size > 5_000

@@ -30,14 +30,16 @@ _LAZY: dict[str, str] = {
     "perplexity": "t5lab.explore.scoring",
     "Trace": "t5lab.explore.tracing",
     "trace": "t5lab.explore.tracing",
-    # interpretability (docs/interpretability.md)
+    # interpretability (docs/interpretability.md); the context manager is t5lab.explore.hooks.hooks
+    # (a package attribute `hooks` would be shadowed by the submodule of that name once imported)
     "ActivationCache": "t5lab.explore.hooks",
     "hook_names": "t5lab.explore.hooks",
-    "hooks": "t5lab.explore.hooks",
     "run_with_cache": "t5lab.explore.hooks",
     "Patch": "t5lab.explore.patching",
     "causal_trace": "t5lab.explore.patching",
+    "encode_pairs": "t5lab.explore.patching",
     "patch": "t5lab.explore.patching",
+    "plot_head_grids": "t5lab.explore.patching",
     "run_patched": "t5lab.explore.patching",
     "direct_logit_attribution": "t5lab.explore.lens",
     "logit_lens": "t5lab.explore.lens",

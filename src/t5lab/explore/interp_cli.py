@@ -59,13 +59,13 @@ def encode_example(model: Any, tokenizer: Any, text: str, target: str | None) ->
     from t5lab.errors import T5LabError
     from t5lab.explore._common import CLASSIFIER, model_kind
     from t5lab.explore.generation import sample
-    from t5lab.explore.scoring import text_batches
+    from t5lab.explore.patching import encode_pairs
 
     if model_kind(model) == CLASSIFIER:
         raise T5LabError(f"{type(model).__name__} is a classifier; patch/lens/causal-trace need a language model")
     if target is None:
         target = sample(model, tokenizer, text, max_new_tokens=32, temperature=0)
-    inputs = next(iter(text_batches(model, tokenizer, [(text, target)], 1)))
+    inputs = encode_pairs(model, tokenizer, [(text, target)])
     ids = inputs["input_ids"][0].tolist()
     if model.config.is_encoder_decoder:
         decoder_in = model._shift_right(inputs["labels"])[0].tolist()

@@ -193,6 +193,29 @@ class PatchResult:
         return files
 
 
+def plot_head_grids(grids: Mapping[str, torch.Tensor], path: str | os.PathLike, title: str = "") -> Path:
+    """Layers x heads grids side by side (e.g. patching effect next to ablation loss increase), one colour scale each."""
+    from t5lab.explore.plots import atomic_savefig, pyplot
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(grids), figsize=(1.0 + 2.6 * len(grids), 2.4), squeeze=False, layout="constrained")
+    for ax, (name, grid) in zip(axes[0], grids.items()):
+        grid = torch.as_tensor(grid, dtype=torch.float32)
+        image = ax.imshow(grid.numpy(), cmap="Reds", vmin=min(0.0, float(grid.min())), aspect="auto")
+        for i in range(grid.shape[0]):
+            for j in range(grid.shape[1]):
+                ax.text(j, i, f"{float(grid[i, j]):.2f}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(grid.shape[1]), [f"H{h}" for h in range(grid.shape[1])], fontsize=7)
+        ax.set_yticks(range(grid.shape[0]), [f"L{i}" for i in range(grid.shape[0])], fontsize=7)
+        ax.set_title(name, fontsize=9)
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    out = atomic_savefig(fig, Path(path))
+    plt.close(fig)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # metrics
 # ---------------------------------------------------------------------------------------------
@@ -245,6 +268,21 @@ def _labels(inputs: Mapping[str, Any]) -> torch.Tensor:
     if labels is None:
         raise T5LabError("the inputs have no labels; give labels (the target) or a metric")
     return labels
+
+
+def encode_pairs(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    """One batch of ``(input, target)`` texts with labels, as training encodes them (``t5lab.formulation``).
+
+    Seq2seq: ``input </s>`` to the encoder, labels ``target </s>``; decoder-only:
+    ``input </s> target </s>`` with labels on the target. Use texts of equal token lengths to
+    patch one batch into another (a batch averages the metric over its examples).
+    """
+    from t5lab.explore.scoring import text_batches
+
+    pairs = [(str(a), str(b)) for a, b in pairs]
+    if not pairs:
+        raise T5LabError("give at least one (input, target) pair")
+    return next(iter(text_batches(model, tokenizer, pairs, len(pairs))))
 
 
 # ---------------------------------------------------------------------------------------------
