@@ -261,6 +261,6 @@ def test_globs_pruned_heads_and_overhead():
     before = _hook_count(model)  # pruning's own
     assert hook_points(model)["encoder.blocks.0.attn.hook_z"].heads == (3, 8)
     assert run_with_cache(model, inputs, "encoder.blocks.0.attn.hook_z")["encoder.blocks.0.attn.hook_z"].shape[2] == 3
-    figures = measure_overhead(model, inputs, repeats=2, rounds=1)
+    figures = measure_overhead(model, inputs, repeats=2)
     assert set(figures) == {"plain_ms", "empty_hooks_ms", "ratio", "all_hooks_ms", "all_hooks_ratio"}
     assert _hook_count(model) == before
