@@ -442,6 +442,12 @@ def check_complete(model: Any, model_dir: str | os.PathLike) -> None:
             f"{model_dir}: the saved weights lack {len(missing)} tensor(s) of the model (e.g. {missing[0]}); "
             "the weights file is incomplete or from another model: restore it or retrain"
         )
+    unexpected = sorted(saved - set(state))
+    if unexpected:
+        raise RunDirError(
+            f"{model_dir}: the saved weights hold {len(unexpected)} tensor(s) the model has not (e.g. {unexpected[0]}); "
+            "config.json and the weights are of different models: restore them or retrain"
+        )
 
 
 def load_checkpoint(path: str | os.PathLike, verify_hash: bool = True) -> dict[str, Any]:

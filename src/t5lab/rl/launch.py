@@ -340,14 +340,21 @@ def _dpo_loop(
     """DPO's loop: a seeded order of pairs, one step per batch, metrics / samples / checkpoints."""
     from t5lab import rundir
     from t5lab.rl.dpo import PairBatch
-    from t5lab.rl.run import PromptOrder, WallClock, append_samples, progress_bar
+    from t5lab.rl.run import (
+        PromptOrder,
+        WallClock,
+        append_samples,
+        load_checkpoint,
+        progress_bar,
+        save_checkpoint,
+    )
     from t5lab.train.callbacks import RunCSVLogger
 
     c = trainer.config
     logger = RunCSVLogger(run_dir)
     last = run_dir / "checkpoints" / "last"
     if last.is_dir():
-        trainer.load(last)
+        load_checkpoint(trainer, last, run_dir)
     logger.truncate_after(trainer.step_count)
     rundir.truncate_samples(run_dir / "samples.txt", trainer.step_count)
     order = PromptOrder(len(pairs), c.batch_size, c.seed + 1)
@@ -373,6 +380,6 @@ def _dpo_loop(
                      stats["reward_margin"]) for i in idx[: cfg.num_samples]]
             append_samples(run_dir, done, rows)
         if done % cfg.save_every == 0 or done == cfg.steps:
-            trainer.save(last, tokenizer)
+            save_checkpoint(trainer, last, tokenizer, run_dir)
     if bar is not None:
         bar.close()

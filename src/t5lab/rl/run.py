@@ -472,13 +472,37 @@ class PromptOrder:
 
 def append_samples(run_dir: Path, step: int, rows: list[tuple[str, str, float]]) -> None:
     """Adds ``== step N`` and prompt / response / score blocks to samples.txt (rewritten atomically)."""
-    from t5lab.train.io import atomic_write_text
+    from t5lab.train.io import atomic_append_text
 
     lines = [f"== step {step}"]
     for p, r, s in rows:
         lines.append(f"prompt: {p}\nresponse: {r}\nscore: {s:.4f}")
-    old = (run_dir / "samples.txt").read_text() if (run_dir / "samples.txt").exists() else ""
-    atomic_write_text(run_dir / "samples.txt", old + "\n".join(lines) + "\n\n")
+    atomic_append_text(run_dir / "samples.txt", "\n".join(lines) + "\n\n", point="samples")
+
+
+def save_checkpoint(trainer: Any, last: Path, tokenizer: Any, run_dir: Path) -> None:
+    """``trainer.save`` as one directory swap whose weights' sha256 go into the run's manifest
+    (t5lab.rundir.save_dir): a kill leaves the old or the new checkpoint, and both verify."""
+
+    def write(tmp: Path) -> None:
+        trainer.save(tmp / "ckpt", tokenizer)  # it writes a directory of its own name: moved up into tmp
+        for child in (tmp / "ckpt").iterdir():
+            os.replace(child, tmp / child.name)
+        (tmp / "ckpt").rmdir()
+
+    rundir.save_dir(last, write, run_dir, "ppo_ckpt")
+
+
+def load_checkpoint(trainer: Any, last: Path, run_dir: Path) -> None:
+    """``trainer.load`` after the manifest's check of every file (``--no-verify``: skipped); one line on failure."""
+    if rundir.verification_on():
+        for f in sorted(last.rglob("*")):
+            if f.is_file():
+                rundir.verify(f, run_dir)
+    try:
+        trainer.load(last)
+    except (ValueError, OSError, RuntimeError, KeyError) as err:
+        raise T5LabError(f"{last}: not a loadable checkpoint ({str(err).splitlines()[0][:120]}); start a new run") from None
 
 
 def progress_bar(cfg: Any, start: int, enabled: bool) -> Any:
@@ -496,9 +520,9 @@ def finish_run(run_dir: Path, policy: Any, tokenizer: Any, bar: Any) -> None:
 
     if bar is not None:
         bar.close()
-    atomic_save_pretrained(policy, tokenizer, run_dir / "model")
+    atomic_save_pretrained(policy, tokenizer, run_dir / "model", run_dir=run_dir)
     plot_reward_curve(run_dir)  # reward.png: reward (or DPO margin), eval reward and KL by step
-    atomic_write_text(run_dir / DONE, "")
+    atomic_write_text(run_dir / DONE, "", point="done")
 
 
 _BAR_KEYS = ("reward_mean", "kl", "entropy", "response_length")
@@ -521,7 +545,7 @@ def sampling_loop(
     logger = RunCSVLogger(run_dir)
     last = run_dir / "checkpoints" / "last"
     if last.is_dir():
-        trainer.load(last)
+        load_checkpoint(trainer, last, run_dir)
     # what the checkpoint has not seen is logged again: cut metrics.csv and samples.txt back to it
     logger.truncate_after(trainer.step_count)
     rundir.truncate_samples(run_dir / "samples.txt", trainer.step_count)
@@ -556,7 +580,7 @@ def sampling_loop(
         if done % cfg.samples_every == 0 or done == cfg.steps:
             append_samples(run_dir, done, list(zip(texts, responses, scores.tolist()))[: cfg.num_samples])
         if done % cfg.save_every == 0 or done == cfg.steps:
-            trainer.save(last, tok)
+            save_checkpoint(trainer, last, tok, run_dir)
     finish_run(run_dir, trainer.policy, tok, bar)
 
 
