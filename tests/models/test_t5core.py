@@ -98,6 +98,18 @@ def test_encoder_decoder_logits_and_gradients_equal_transformers(ff, attn):
     assert_grads_close(ours, reference)
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_attention_forward_equals_transformers():
+    """Flex attention reads the folded bias in score_mod (forward only: no flex backward on CPU)."""
+    reference, ours = pair("gated-gelu", "flex_attention")
+    ids, mask, dec, dec_mask = batch()
+    with torch.no_grad():
+        ref = reference(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, decoder_attention_mask=dec_mask)
+        logits, _ = ours(ids, mask, dec, dec_mask)
+    real = dec_mask.bool()
+    torch.testing.assert_close(logits[real], ref.logits[real], **TOL)
+
+
 def test_decoder_stack_hidden_states_and_attentions_match_transformers():
     reference, ours = pair("gated-gelu", attn="sdpa")
     ids, mask, dec, dec_mask = batch()

@@ -454,7 +454,8 @@ def _flex_attention(query, keys, values, bias, dropout):
 
     if bias is None:
         return flex_attention(query, keys, values, scale=1.0)
-    bias = bias.expand(query.shape[0], query.shape[1], -1, -1)  # (B, H, Q, K): score_mod indexes by b, h
+    # (B, H, Q, K) view: score_mod indexes every dimension (a padding mask is (B, 1, 1, K))
+    bias = bias.expand(query.shape[0], query.shape[1], query.shape[2], keys.shape[2])
 
     def score_mod(score, b, h, q_idx, kv_idx):
         return score + bias[b, h, q_idx, kv_idx]
