@@ -239,6 +239,19 @@ def test_missing_tensor_is_one_line(reference, tmp_path):
         load_run(run, verify=False)
 
 
+@pytest.mark.parametrize("model_type", ["gpt2", "t5_nope"])
+def test_wrong_model_type_is_one_line(reference, tmp_path, capsys, model_type):
+    """config.json naming another model type than the weights hold (or an unknown one): one line."""
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    cfg = json.loads((run / "model" / "config.json").read_text())
+    cfg.update(model_type=model_type, architectures=["GPT2LMHeadModel"] if model_type == "gpt2" else cfg["architectures"])
+    (run / "model" / "config.json").write_text(json.dumps(cfg))
+    assert main(["sample", str(run), "--prompt", "ab"]) == 2
+    line = one_error_line(capsys)
+    assert (model_type in line) if model_type == "t5_nope" else ("lack" in line and "from another model" in line)
+
+
 class _Payload:
     def __reduce__(self):
         return (print, ("PICKLE CODE RAN",))

@@ -413,7 +413,14 @@ def load_run(
         from t5lab import rundir
 
         rundir.verify_model_dir(model_dir, verify_hashes=rundir.verification_on(verify))  # one line, not a traceback
-        model, tokenizer = load_model_dir(model_dir, attn_implementation)
+        from transformers.utils import logging as hf_logging
+
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # a load report of missing / unexpected tensors: check_complete says it in one line
+        try:
+            model, tokenizer = load_model_dir(model_dir, attn_implementation)
+        finally:
+            hf_logging.set_verbosity(level)
         rundir.check_complete(model, model_dir)
         limit = getattr(getattr(config, "data", None), "max_length", None)
         if limit and not 0 < getattr(tokenizer, "model_max_length", 0) < 1_000_000:
