@@ -37,6 +37,7 @@ _LAZY: dict[str, str] = {
     "run_with_cache": "t5lab.explore.hooks",
     "Patch": "t5lab.explore.patching",
     "causal_trace": "t5lab.explore.patching",
+    "encode_example": "t5lab.explore.patching",
     "encode_pairs": "t5lab.explore.patching",
     "patch": "t5lab.explore.patching",
     "plot_head_grids": "t5lab.explore.patching",

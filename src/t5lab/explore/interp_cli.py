@@ -54,27 +54,6 @@ def add_commands(subparsers: Any) -> None:
     p.set_defaults(func=cmd_causal_trace)
 
 
-def encode_example(model: Any, tokenizer: Any, text: str, target: str | None) -> tuple[dict, dict[str, list[str]], str]:
-    """``(inputs with labels, {stack: position tokens}, target)`` for one text, as training encodes it."""
-    from t5lab.errors import T5LabError
-    from t5lab.explore._common import CLASSIFIER, model_kind
-    from t5lab.explore.generation import sample
-    from t5lab.explore.patching import encode_pairs
-
-    if model_kind(model) == CLASSIFIER:
-        raise T5LabError(f"{type(model).__name__} is a classifier; patch/lens/causal-trace need a language model")
-    if target is None:
-        target = sample(model, tokenizer, text, max_new_tokens=32, temperature=0)
-    inputs = encode_pairs(model, tokenizer, [(text, target)])
-    ids = inputs["input_ids"][0].tolist()
-    if model.config.is_encoder_decoder:
-        decoder_in = model._shift_right(inputs["labels"])[0].tolist()
-        tokens = {"encoder": tokenizer.convert_ids_to_tokens(ids), "decoder": tokenizer.convert_ids_to_tokens(decoder_in)}
-    else:
-        tokens = {"decoder": tokenizer.convert_ids_to_tokens(ids)}
-    return inputs, tokens, target
-
-
 def _out_dir(args: argparse.Namespace, run: Any) -> Path:
     return Path(args.out) if args.out else Path(run.path) / "interp"
 
@@ -95,7 +74,7 @@ def _print_rows(title: str, result: Any, top: int) -> None:
 
 def cmd_patch(args: argparse.Namespace) -> int:
     from t5lab.explore import load_run
-    from t5lab.explore.patching import patch
+    from t5lab.explore.patching import encode_example, patch
 
     run = load_run(args.run)
     model, tokenizer = run.model, run.tokenizer
@@ -112,6 +91,7 @@ def cmd_lens(args: argparse.Namespace) -> int:
     from t5lab.explore import load_run
     from t5lab.explore.cli import _console, _table
     from t5lab.explore.lens import direct_logit_attribution, logit_lens
+    from t5lab.explore.patching import encode_example
 
     run = load_run(args.run)
     model, tokenizer = run.model, run.tokenizer
@@ -138,7 +118,7 @@ def cmd_lens(args: argparse.Namespace) -> int:
 
 def cmd_causal_trace(args: argparse.Namespace) -> int:
     from t5lab.explore import load_run
-    from t5lab.explore.patching import causal_trace
+    from t5lab.explore.patching import causal_trace, encode_example
 
     run = load_run(args.run)
     model, tokenizer = run.model, run.tokenizer

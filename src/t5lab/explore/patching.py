@@ -285,6 +285,30 @@ def encode_pairs(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]]) -
     return next(iter(text_batches(model, tokenizer, pairs, len(pairs))))
 
 
+def encode_example(model: Any, tokenizer: Any, text: str, target: str | None = None) -> tuple[dict, dict[str, list[str]], str]:
+    """``(inputs with labels, {stack: position tokens}, target)`` for one text, as training encodes it.
+
+    Without ``target`` the target is the model's greedy output for ``text``. The tokens label the
+    positions of each stack (the decoder's: the shifted target of a seq2seq model, the whole
+    sequence of a decoder-only one) for tables and heatmaps.
+    """
+    from t5lab.explore._common import CLASSIFIER, model_kind
+    from t5lab.explore.generation import sample
+
+    if model_kind(model) == CLASSIFIER:
+        raise T5LabError(f"{type(model).__name__} is a classifier; patch/lens/causal-trace need a language model")
+    if target is None:
+        target = sample(model, tokenizer, text, max_new_tokens=32, temperature=0)
+    inputs = encode_pairs(model, tokenizer, [(text, target)])
+    ids = inputs["input_ids"][0].tolist()
+    if model.config.is_encoder_decoder:
+        decoder_in = model._shift_right(inputs["labels"])[0].tolist()
+        tokens = {"encoder": tokenizer.convert_ids_to_tokens(ids), "decoder": tokenizer.convert_ids_to_tokens(decoder_in)}
+    else:
+        tokens = {"decoder": tokenizer.convert_ids_to_tokens(ids)}
+    return inputs, tokens, target
+
+
 # ---------------------------------------------------------------------------------------------
 # patching
 # ---------------------------------------------------------------------------------------------
