@@ -18,12 +18,6 @@ ALGOS = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}
 
 
 def _lm(kind: str, tiny_t5):
-    if kind == "pseudo_dec":
-        from t5lab.models.pseudo_decoder import T5PseudoDecConfig, T5PseudoDecForConditionalGeneration
-        from tests.conftest import TINY_T5
-
-        torch.manual_seed(0)
-        return T5PseudoDecForConditionalGeneration(T5PseudoDecConfig(**TINY_T5)).eval()
     return _model(kind, tiny_t5)
 
 

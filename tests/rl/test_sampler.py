@@ -40,6 +40,11 @@ def _decoder_only(prefix_lm: bool):
 def _model(kind: str, tiny_t5):
     if kind == "t5":
         return tiny_t5
+    if kind == "pseudo_dec":
+        from t5lab.models.pseudo_decoder import T5PseudoDecConfig, T5PseudoDecForConditionalGeneration
+
+        torch.manual_seed(0)
+        return T5PseudoDecForConditionalGeneration(T5PseudoDecConfig(**TINY_T5)).eval()
     if kind == "gpt2":
         return _gpt2()
     if kind.startswith("value_"):
@@ -56,7 +61,8 @@ def _gpt2() -> GPT2LMHeadModel:
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"T{s['temperature']}-k{s['top_k']}-p{s['top_p']}")
 @pytest.mark.parametrize(
-    "kind", ["t5", "decoder_only", "prefix_lm", "gpt2", "value_t5", "value_pseudo_dec", "value_decoder_only"]
+    "kind",
+    ["t5", "pseudo_dec", "decoder_only", "prefix_lm", "gpt2", "value_t5", "value_pseudo_dec", "value_decoder_only"],
 )
 def test_rescoring_reproduces_sampled_logprobs(tiny_t5, kind, settings):
     model = _model(kind, tiny_t5)
