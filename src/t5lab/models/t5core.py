@@ -435,8 +435,6 @@ class T5Attention(torch.nn.Module):
             return torch.matmul(weights, values), weights
         if implementation == "flex_attention":
             return _flex_attention(query, keys, values, bias, dropout), None
-        if bias is not None and bias.shape[0] != query.shape[0]:
-            bias = bias.expand(query.shape[0], -1, -1, -1)
         output = nn.functional.scaled_dot_product_attention(
             query, keys, values, attn_mask=bias, dropout_p=dropout, scale=1.0
         )
