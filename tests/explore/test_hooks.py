@@ -49,7 +49,10 @@ def _inputs(variant: str) -> dict[str, torch.Tensor]:
 
 
 def _outputs(out) -> list[torch.Tensor]:
-    return [out[k] for k in ("logits", "values") if out.get(k) is not None]  # value heads: both
+    # value heads: logits and values (the field is `value`; `values` before it was renamed)
+    found = [out[k] for k in ("logits", "value", "values") if out.get(k) is not None]
+    assert found, list(out.keys())
+    return found
 
 
 def _hook_count(model) -> int:

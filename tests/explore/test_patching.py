@@ -175,3 +175,25 @@ def test_encode_pairs_batches_and_head_grids(tmp_path):
         encode_pairs(model, tokenizer, [])
     path = plot_head_grids({"a": torch.rand(2, 4), "b": torch.rand(2, 4)}, tmp_path / "g.png", "title")
     assert path.stat().st_size > 5_000
+
+
+@pytest.mark.parametrize("variant", ["enct5", "t5_value", "decoder_only_value"])
+def test_patching_other_variants_with_a_metric(variant):
+    from tests.explore.test_hooks import FACTORIES
+
+    model = FACTORIES[variant]()
+    if variant == "enct5":
+        clean, corrupt = {"input_ids": torch.tensor([CLEAN])}, {"input_ids": torch.tensor([CORRUPT])}
+    else:
+        _, clean, corrupt = _pair("t5" if variant == "t5_value" else "decoder_only")
+
+    def metric(out):  # a classifier's first logit; a value head's mean value
+        if variant == "enct5":
+            return out.logits[:, 0].mean()
+        return (out.get("value") if out.get("value") is not None else out["values"]).mean()
+
+    result = patch(model, clean, corrupt, ["resid_post", "heads"], metric)
+    with torch.no_grad():
+        assert result.source == pytest.approx(float(metric(model(**corrupt))))
+    last = f"decoder.blocks.{len(model.get_decoder().block) - 1}.hook_resid_post"
+    assert float(metric(run_patched(model, clean, corrupt, [last]))) == pytest.approx(result.source, abs=1e-5)
