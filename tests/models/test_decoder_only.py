@@ -764,3 +764,15 @@ def test_output_hidden_states_and_attentions_have_transformers_names_and_lengths
     out = model(tokens(2, 5), output_hidden_states=True, output_attentions=True)
     assert len(out.hidden_states) == TINY["num_layers"] + 1 and len(out.attentions) == TINY["num_layers"]
     assert out.attentions[0].shape == (2, TINY["num_heads"], 5, 5)
+
+
+def test_fp16_load_keeps_wo_in_fp32_and_runs(tmp_path):
+    make_model().save_pretrained(tmp_path)
+    half = T5DecoderOnlyForCausalLM.from_pretrained(tmp_path, dtype=torch.float16)
+    assert half.decoder.block[0].layer[2].DenseReluDense.wo.weight.dtype == torch.float32  # _keep_in_fp32_modules
+    assert half.decoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float16
+    input_ids = tokens(2, 6)
+    with torch.no_grad():
+        out = half(input_ids, prefix_mask=torch.ones_like(input_ids))
+    assert out.logits.dtype == torch.float16 and torch.isfinite(out.logits).all()
+    assert half.generate(input_ids, max_new_tokens=3, do_sample=False, eos_token_id=None).shape == (2, 9)
