@@ -72,8 +72,8 @@ def t5_flex_attention(module, query, key, value, attention_mask, position_bias=N
     computes its relative bias (and the zero bias of cross-attention) once for the whole batch,
     shape ``(1, H, Q, K)``; for batch > 1 the kernel indexes out of bounds (on CPU: "index out of
     bounds: 0 <= tmp8 < 1L" from the compiled kernel, transformers 5.23 / torch 2.13; on CUDA an
-    out-of-bounds read). Same fix as ``T5PrefixLMSelfAttention.bias_batch_size`` in
-    ``t5lab.models.decoder_only``.
+    out-of-bounds read). t5lab's own core expands its folded bias the same way
+    (``t5lab.models.t5core``, flex path).
     """
     from transformers.integrations.flex_attention import flex_attention_forward
 
