@@ -585,7 +585,9 @@ def run_with_cache(
         **forward_kwargs: passed to the model's forward (e.g. ``use_cache=False``).
 
     Returns:
-        An :class:`ActivationCache`; ``cache.output`` is the model output.
+        An :class:`ActivationCache`; ``cache.output`` is the model output. A point that fires more
+        than once in the call (a stack run twice) keeps its last activation; collect every call
+        with :func:`hooks` instead.
     """
     chosen = select_names(model, names)
     store: dict[str, torch.Tensor] = {}
