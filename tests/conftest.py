@@ -10,6 +10,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import logging  # noqa: E402
+import warnings  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import T5Config, T5ForConditionalGeneration  # noqa: E402
@@ -34,6 +37,30 @@ TINY_T5 = dict(
 # Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine two threads per
 # process oversubscribe the CPU (measured ~30x slower per op); subprocess tests set their own.
 torch.set_num_threads(1)
+
+
+class _CacheRenameAsWarning(logging.Handler):
+    """transformers >= 5.24 reports a read of the old cache name (``out.past_key_values``,
+    ``Output(past_key_values=...)``) on its logger, once per process, not as a Python warning. The
+    record becomes a FutureWarning here, so that pyproject.toml's ``filterwarnings`` turns it into
+    an error like the deprecated keyword (t5lab reads the cache through ``t5lab.compat``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("`past_key_values`/`cache_params` are deprecated"):
+            warnings.warn(message, FutureWarning, stacklevel=2)
+
+
+logging.getLogger("transformers").addHandler(_CacheRenameAsWarning(logging.WARNING))
+
+
+@pytest.fixture(autouse=True)
+def _report_every_cache_rename():
+    # transformers' `warning_once` remembers what it logged: forget it, so every test hears it
+    yield
+    clear = getattr(getattr(logging.Logger, "warning_once", None), "cache_clear", None)
+    if clear is not None:
+        clear()
 
 
 @pytest.fixture(autouse=True)

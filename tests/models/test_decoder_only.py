@@ -283,7 +283,7 @@ def test_cached_logits_equal_full_recompute(prefix_length):
         start = max(prefix_length, 1)
         out = model(input_ids[:, :start], prefix_mask=prefix_mask[:, :start], use_cache=True)
         steps = [out.logits]
-        cache = out.past_key_values
+        cache = getattr(out, CACHE_FIELD)  # the old name warns on 5.24+
         for t in range(start, 10):
             out = model(
                 input_ids[:, t : t + 1],
@@ -291,7 +291,7 @@ def test_cached_logits_equal_full_recompute(prefix_length):
                 past_key_values=cache,
                 use_cache=True,
             )
-            cache = out.past_key_values
+            cache = getattr(out, CACHE_FIELD)  # the old name warns on 5.24+
             steps.append(out.logits)
     # one query at a time vs. all at once: different sdpa kernels, float-rounding differences only
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-4, rtol=1e-4)

@@ -17,6 +17,7 @@ from transformers import (
 from transformers.models.t5.modeling_t5 import T5Stack
 
 import t5lab  # noqa: F401  (registers the Auto classes)
+from t5lab.compat import output_cache
 from t5lab.models.pseudo_decoder import (
     T5PseudoDecConfig,
     T5PseudoDecForConditionalGeneration,
@@ -223,7 +224,7 @@ def test_causal_mode_incremental_decoding_matches_full_forward():
             use_cache=True,
             causal_LM=True,
         )
-        past = out.past_key_values
+        past = output_cache(out)  # the old name warns on transformers 5.24+
         steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full)
 
