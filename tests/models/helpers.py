@@ -144,3 +144,10 @@ def battery_cases() -> list[Case]:
                 if head is not None:
                     cases.append(dataclasses.replace(case, id=f"{case_id}+value_head", value_head=head))
     return cases
+
+
+def checkpointing_on(model: Any) -> bool:
+    """Whether activation checkpointing is on (``is_activation_checkpointing`` on transformers >= 5.24)."""
+    if hasattr(type(model), "is_activation_checkpointing"):
+        return model.is_activation_checkpointing
+    return model.is_gradient_checkpointing
