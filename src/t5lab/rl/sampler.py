@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
+from t5lab.compat import CACHE_NAME, cache_kwargs, output_cache
+
 
 @dataclass
 class SampleOutput:
@@ -145,19 +147,6 @@ def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) 
     return attention_mask
 
 
-def _cache_kwarg(model: nn.Module) -> str:
-    # transformers 5.24 renamed the cache argument `past_key_values` -> `cache` (the old name warns);
-    # models written against older releases (and t5lab's own, until they move) keep the old name,
-    # so the forward's own signature decides, once per call of respond_to_batch
-    return "cache" if _accepts(model, "cache") else "past_key_values"
-
-
-def _cache_of(out: object) -> object:
-    # the output field follows the same rename; reading the old name on a new output would warn
-    names = getattr(out, "__dataclass_fields__", {})
-    return getattr(out, "cache" if "cache" in names else "past_key_values", None)
-
-
 def _causal_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     # (B, L): 0, 1, 2, ... over real tokens; pads get 0 (they are masked anyway)
     return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
@@ -180,7 +169,8 @@ def respond_to_batch(
 
     Works for transformers' ``T5ForConditionalGeneration``, t5lab's pseudo decoder and decoder-only
     models, and their value-head versions: any model whose forward returns ``.logits`` and takes a
-    cache, named ``cache`` (transformers >= 5.24) or ``past_key_values`` (5.20-5.23). No token is
+    cache under the installed transformers' name (:mod:`t5lab.compat`: ``cache`` from 5.24,
+    ``past_key_values`` on 5.20-5.23). No token is
     forced: a response ends when the model samples EOS, or after ``max_new_tokens`` tokens (then it
     has no EOS).
 
@@ -222,13 +212,12 @@ def respond_to_batch(
         prompt_mask = mask
         step_kwargs = {}
 
-    cache_kwarg = _cache_kwarg(model)
     tokens, logprobs, masks = [], [], []
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     past = None
     for _ in range(max_new_tokens):
         if seq2seq:
-            out = model(decoder_input_ids=next_input, use_cache=True, **{cache_kwarg: past}, **step_kwargs)
+            out = model(decoder_input_ids=next_input, use_cache=True, **cache_kwargs(past), **step_kwargs)
         else:
             kwargs = {"attention_mask": mask}
             if use_positions:
@@ -238,8 +227,11 @@ def respond_to_batch(
                 kwargs["prefix_mask"] = torch.cat(
                     [prompt_mask, prompt_mask.new_zeros(batch, mask.shape[1] - prompt_mask.shape[1])], dim=1
                 )
-            out = model(input_ids=next_input, use_cache=True, **{cache_kwarg: past}, **kwargs)
-        past = _cache_of(out)
+            out = model(input_ids=next_input, use_cache=True, **cache_kwargs(past), **kwargs)
+        past = output_cache(out)
+        if past is None:
+            # a model that returns no cache would be fed the last token alone: wrong, not slow
+            raise ValueError(f"{type(model).__name__} returned no KV cache under {CACHE_NAME!r}; it cannot be sampled")
         scores = procs(next_input, out.logits[:, -1].float())  # (B, V) processed logits
         step_logprobs = torch.log_softmax(scores, dim=-1)  # (B, V)
         token = torch.multinomial(step_logprobs.exp(), 1, generator=generator).squeeze(1)  # (B,)
