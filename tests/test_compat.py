@@ -50,3 +50,23 @@ def test_enable_activation_checkpointing_without_deprecation(tiny_t5):
         warnings.simplefilter("error")
         compat.enable_activation_checkpointing(tiny_t5)
     assert _checkpointing(tiny_t5)
+
+
+def test_pytest_turns_t5lab_and_cache_rename_deprecations_into_errors():
+    """pyproject.toml's filterwarnings (and tests/conftest.py's logger bridge), closed form."""
+    import logging
+
+    import pytest
+
+    for category in (FutureWarning, DeprecationWarning):
+        with pytest.raises(category):
+            warnings.warn_explicit("old", category, "x.py", 1, module="t5lab.models.x")
+    with pytest.raises(FutureWarning):  # attributed to transformers' wrapper, caught by message
+        warnings.warn_explicit("`past_key_values` is deprecated and will be removed in version 5.40.0 for `T5Stack.forward`.",
+                               FutureWarning, "generic.py", 1, module="transformers.utils.generic")
+    with pytest.raises(FutureWarning):  # transformers logs a read of the old output field
+        logging.getLogger("transformers.utils.generic").warning(
+            "`past_key_values`/`cache_params` are deprecated. Use `cache` instead.")
+    with warnings.catch_warnings(record=True) as seen:  # someone else's deprecation stays a warning
+        warnings.warn_explicit("old", FutureWarning, "y.py", 1, module="somelib.y")
+    assert [str(w.message) for w in seen] == ["old"]
