@@ -150,6 +150,12 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, policy_dir, mo
     monkeypatch.setattr(cls, "step", real_step)
     run = _run_dir(part, algo)
     assert not (run / "DONE").exists() and len(_rows(run)) == 3
+    if algo == "dpo":  # the reference log-probs are read back from the run dir, not recomputed
+
+        def no_reference(*args, **kwargs):
+            raise AssertionError("the reference model ran again on resume")
+
+        monkeypatch.setattr(DPOTrainer, "reference_logprobs", no_reference)
     assert main([algo, "--resume", str(run), "--quiet"]) == 0
     resumed = _rows(run)
     assert len(resumed) == 4
