@@ -450,7 +450,7 @@ def check_complete(model: Any, model_dir: str | os.PathLike) -> None:
         )
 
 
-def load_checkpoint(path: str | os.PathLike, verify_hash: bool = True) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, verify_hash: bool | None = None) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` with every failure as one RunDirError line.
 
     Never unpickles code; a pickle that needs more than tensors and plain values is refused
@@ -462,7 +462,7 @@ def load_checkpoint(path: str | os.PathLike, verify_hash: bool = True) -> dict[s
     import torch
 
     path = Path(path)
-    if verify_hash:
+    if verification_on(verify_hash):  # None: on unless T5LAB_NO_VERIFY=1 (--no-verify)
         verify(path)
     fix = "delete it to resume from an older checkpoint, or start a new run"
     try:

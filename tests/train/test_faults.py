@@ -423,6 +423,8 @@ def test_disk_full_and_permission_are_one_line(tmp_path):
 
     err = rundir.write_error(tmp_path / "x", OSError(errno.ENOSPC, "No space left on device"))
     assert "No space left on device" in str(err) and "free some space" in str(err) and str(tmp_path / "x") in str(err)
+    err = rundir.write_error(tmp_path / "x", PermissionError(errno.EACCES, "Permission denied"))
+    assert "Permission denied" in str(err) and "make the directory writable or choose another --out" in str(err)
     if os.geteuid() != 0:  # root writes anywhere
         ro = tmp_path / "ro"
         ro.mkdir()
