@@ -267,3 +267,15 @@ def test_globs_pruned_heads_and_overhead():
     figures = measure_overhead(model, inputs, repeats=2)
     assert set(figures) == {"plain_ms", "empty_hooks_ms", "ratio", "all_hooks_ms", "all_hooks_ratio"}
     assert _hook_count(model) == before
+
+
+def test_enct5_absorbed_cross_attention_is_switched_only_inside_the_block():
+    model, inputs = FACTORIES["enct5"](), _inputs("enct5")
+    attn = model.decoder.block[0].layer[1].EncDecAttention
+    assert attn.uses_absorbed_form(1, inputs["input_ids"].shape[1])  # tiny sizes: the absorbed form
+    with torch.no_grad():
+        plain = model(**inputs).logits
+        with hooks(model, {"decoder.blocks.0.cross_attn.hook_k": lambda k, p: None}):
+            assert attn.absorb_kv is False
+            assert_close(model(**inputs).logits, plain, atol=1e-5, rtol=1e-5)
+    assert "absorb_kv" not in attn.__dict__ and attn.absorb_kv is None
