@@ -151,7 +151,7 @@ def atomic_write(
             os.unlink(tmp)
         if isinstance(err, OSError):
             raise write_error(path, err) from None
-        cause = _os_error_in(err)
+        cause = None if isinstance(err, T5LabError) else _os_error_in(err)
         if cause is not None:  # torch.save wraps the file object's OSError in a RuntimeError
             raise write_error(path, cause) from None
         raise
@@ -186,8 +186,6 @@ def publish_dir(tmp: Path, path: Path, point: str | None = None) -> None:
     renames leaves ``.NAME.old``, which :func:`clean_stale` puts back.
     """
     os.chmod(tmp, dir_mode())
-    if point:
-        fault(point)
     old = None
     if path.exists():
         old = path.with_name(f".{path.name}.old")
@@ -234,7 +232,7 @@ def save_dir(
         if run_dir is not None and (entries or gone):
             settle(run_dir, entries, drop=gone)
     except Exception as err:
-        cause = _os_error_in(err)
+        cause = None if isinstance(err, T5LabError) else _os_error_in(err)
         if cause is not None:
             raise write_error(path, cause) from None
         raise
