@@ -26,6 +26,8 @@ Parameter names are those of transformers' T5, so every T5 checkpoint's state di
   ``forward(hidden_states, mask=None, key_value_states=None, position_bias=None, cache=None,
   output_attentions=False) -> (output, position_bias, attention_weights | None)``;
   ``compute_bias(query_length, key_length, device=None, past_seen_tokens=0) -> (1, H, Q, K)``.
+  Inside a stack ``position_bias`` is the stack's folded bias (relative bias + mask) and ``mask`` is
+  None; called alone, ``position_bias=None`` computes the layer's own bias (or none) and adds ``mask``.
   Subclasses override ``compute_bias`` to change the position bias (decoder_only's prefix table puts
   one in ``block[0].layer[0].SelfAttention``: the stack asks block 0 for the bias).
 - ``T5LayerSelfAttention``, ``T5LayerCrossAttention``: pre-norm residual wrappers (``layer.0``, ``layer.1``).
@@ -42,6 +44,8 @@ Parameter names are those of transformers' T5, so every T5 checkpoint's state di
   gets a parameterless ``NoCrossAttention`` at ``layer.1`` (the feed-forward stays ``layer.2``).
 - ``T5CorePreTrainedModel``: the ``PreTrainedModel`` base (T5's Mesh TF init, ``_keep_in_fp32_modules
   = ["wo"]``, sdpa/eager/flex flags, ``_shift_right``).
+- Pure helpers: ``self_attention_mask`` (2D padding + causality -> 4D bool), ``fold_bias`` (bias +
+  mask -> one additive tensor), ``clamp_fp16``, ``static_cache_length`` (a StaticCache's key length).
 - Version helpers: :data:`CACHE_FIELD` (``"cache"`` on transformers >= 5.24, ``"past_key_values"``
   before), :func:`resolve_cache` (take the cache under either keyword name), :func:`cache_output`.
 
