@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # modules that define `add_commands(subparsers)`; missing ones are skipped while work is in progress
@@ -61,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         import_user_modules(args.imports)
         result = args.func(args)
     except T5LabError as err:
+        if os.environ.get("T5LAB_DEBUG", "") not in ("", "0"):
+            import traceback
+
+            traceback.print_exc()  # T5LAB_DEBUG=1: where the error was raised, then the one line
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

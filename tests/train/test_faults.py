@@ -189,13 +189,17 @@ def test_cut_last_ckpt_falls_back_to_best(reference, tmp_path, capsys):
     assert_same_as(run, reference)
 
 
-def test_no_valid_checkpoint_is_one_line_exit_2(reference, tmp_path, capsys):
+def test_no_valid_checkpoint_is_one_line_exit_2(reference, tmp_path, capsys, monkeypatch):
     run = unfinished(reference, tmp_path)
     cut(run / "checkpoints" / "last.ckpt")
     cut(run / "checkpoints" / "best.ckpt", 0.3)
     assert resume(run) == 2
     line = one_error_line(capsys)
     assert "no valid checkpoint" in line and "last.ckpt" in line
+    monkeypatch.setenv("T5LAB_DEBUG", "1")  # the traceback, then the same line
+    assert resume(run) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and err.strip().splitlines()[-1] == line
 
 
 @pytest.mark.parametrize("damage", ["cut", "header", "flip"])
