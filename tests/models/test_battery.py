@@ -31,12 +31,6 @@ CASES = battery_cases()
 # Known defects, each with its owner and fix: a strict xfail, so the entry fails (XPASS) the day the
 # defect is fixed and must be removed here then. Keys: test ids, ``check[case id(-parameter)]``.
 KNOWN_FAILURES: dict[str, str] = {
-    "test_device_map_reload[decoder_only[prefix_lm]-disk]": (
-        "decoder_only's prefix-mask check reads a tensor made on an offloaded weight's (meta) device (H1)"
-    ),
-    "test_device_map_reload[decoder_only[prefix_lm]+value_head-disk]": (
-        "decoder_only's prefix-mask check reads a tensor made on an offloaded weight's (meta) device (H1)"
-    ),
     "test_torch_compile_fullgraph_forward[gpt2]": (
         "transformers' GPT2LMHeadModel has loss_type None, so every loss call logs warning_once, which "
         "dynamo cannot trace; the gpt2 builder can set model.loss_type = 'ForCausalLM' (t5lab.variants)"

@@ -340,7 +340,7 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
         if segment_ids is not None:
             mask = self._packed_mask(segment_ids, prefix_mask, attention_mask, inputs_embeds, past)
         elif prefix_mask is not None:
-            mask = self._prefix_mask_4d(prefix_mask, attention_mask, batch, length, past, static)
+            mask = self._prefix_mask_4d(prefix_mask, attention_mask, batch, length, past, static, inputs_embeds.device)
 
         outputs = self.decoder(
             inputs_embeds=inputs_embeds,
@@ -385,10 +385,13 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
         length: int,
         past: int | torch.Tensor,
         static: int | None,
+        device: torch.device,
     ) -> torch.Tensor | None:
-        """The prefix-LM mask as a bool ``(B, 1, T, K)``, or ``attention_mask`` as is when no query of
-        this call is in the prefix (every decoding step): the stack's causal mask is then exact."""
-        prefix_mask = prefix_mask.to(self.device)
+        """The prefix-LM mask as a bool ``(B, 1, T, K)`` on ``device`` (the activations', not
+        ``self.device``: with accelerate offloading the weights sit on the meta device), or
+        ``attention_mask`` as is when no query of this call is in the prefix (every decoding step):
+        the stack's causal mask is then exact."""
+        prefix_mask = prefix_mask.to(device)
         prepared = attention_mask is not None and attention_mask.dim() != 2
         if attention_mask is not None and not prepared:
             full = attention_mask.shape[1]
@@ -408,10 +411,10 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
         if prepared:
             both = prefix[:, -length:, None] & prefix[:, None, :]  # (B, T, L)
             both = nn.functional.pad(both, (0, key_length - both.shape[-1]), value=False)[:, None]
-            return _allowed(attention_mask.to(self.device)) | both  # (B, 1, T, K)
+            return _allowed(attention_mask.to(device)) | both  # (B, 1, T, K)
         allowed = masks.prefix_lm_query_mask(prefix, length)  # (B, T, L)
         if attention_mask is not None:
-            allowed = allowed & attention_mask.to(self.device).bool()[:, None, :]
+            allowed = allowed & attention_mask.to(device).bool()[:, None, :]
         return nn.functional.pad(allowed, (0, key_length - allowed.shape[-1]), value=False)[:, None]
 
     @staticmethod
