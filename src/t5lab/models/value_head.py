@@ -474,7 +474,8 @@ class T5HeadWithValueModel(ValueHeadMixin, T5ForConditionalGeneration):
                 inputs_embeds=kwargs.pop("inputs_embeds", None),
                 return_dict=True,
                 **flags,
-                **kwargs,
+                # decoding positions (transformers < 5.24 passes cache_position) are the decoder's
+                **{k: v for k, v in kwargs.items() if k != "cache_position"},
             )
         elif not isinstance(encoder_outputs, ModelOutput):  # a tuple: (last, hidden states, attentions)
             encoder_outputs = BaseModelOutput(*encoder_outputs[:3])
