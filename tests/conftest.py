@@ -39,28 +39,23 @@ TINY_T5 = dict(
 torch.set_num_threads(1)
 
 
-class _CacheRenameAsWarning(logging.Handler):
+_OLD_CACHE_NOTICE = "`past_key_values`/`cache_params` are deprecated"
+_warning_once = getattr(logging.Logger, "warning_once", None)  # transformers adds it (lru-cached)
+
+
+def _warning_once_as_warning(self, *args, **kwargs):
     """transformers >= 5.24 reports a read of the old cache name (``out.past_key_values``,
-    ``Output(past_key_values=...)``) on its logger, once per process, not as a Python warning. The
-    record becomes a FutureWarning here, so that pyproject.toml's ``filterwarnings`` turns it into
-    an error like the deprecated keyword (t5lab reads the cache through ``t5lab.compat``)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith("`past_key_values`/`cache_params` are deprecated"):
-            warnings.warn(message, FutureWarning, stacklevel=2)
-
-
-logging.getLogger("transformers").addHandler(_CacheRenameAsWarning(logging.WARNING))
+    ``Output(past_key_values=...)``) with ``logger.warning_once``: once per process, and not at
+    all under ``set_verbosity_error()`` (which t5lab's loaders call). Here it also becomes a
+    FutureWarning, every time, so that pyproject.toml's ``filterwarnings`` makes it an error like
+    the deprecated keyword (t5lab reads the cache through ``t5lab.compat``)."""
+    if args and isinstance(args[0], str) and args[0].startswith(_OLD_CACHE_NOTICE):
+        warnings.warn(args[0], FutureWarning, stacklevel=2)
+    return _warning_once(self, *args, **kwargs)
 
 
-@pytest.fixture(autouse=True)
-def _report_every_cache_rename():
-    # transformers' `warning_once` remembers what it logged: forget it, so every test hears it
-    yield
-    clear = getattr(getattr(logging.Logger, "warning_once", None), "cache_clear", None)
-    if clear is not None:
-        clear()
+if _warning_once is not None:
+    logging.Logger.warning_once = _warning_once_as_warning
 
 
 @pytest.fixture(autouse=True)
