@@ -181,6 +181,14 @@ class EarlyStopConfig(_Section):
     min_delta: float = 0.0
 
 
+class StopTarget(_Section):
+    """One ``train.stop_at`` target: reached when the metric is >= ``value`` (``mode: max``) or <=
+    it (``mode: min``); ``auto``: min for loss-like names (``*loss``, ``*ppl``), else max."""
+
+    value: float
+    mode: Literal["auto", "min", "max"] = "auto"
+
+
 class TrainConfig(_Section):
     """Optimisation and loop settings (Lightning Trainer arguments where the names match)."""
 
@@ -211,6 +219,10 @@ class TrainConfig(_Section):
     num_samples: int = 3  # input / target / prediction lines printed after each validation
     max_new_tokens: int | None = None  # greedy decoding length; None: data.max_length
     early_stop: EarlyStopConfig | None = None
+    # end the run at the first validation where every target is reached ({val_exact_match: 0.99} or
+    # {val_loss: {value: 0.05, mode: min}}; t5lab.train.callbacks.StopAt)
+    stop_at: dict[str, float | StopTarget] | None = None
+    val_examples: int | None = None  # greedy-decoded validation examples per validation (None: all)
     # stop when the training loss exceeds this many times its first value (or a validation loss is
     # non-finite or beyond that); null: no check (a non-finite training loss always stops the run)
     divergence: float | None = 100.0
@@ -222,6 +234,21 @@ class TrainConfig(_Section):
     def _positive(cls, v: int) -> int:
         if v < 1:
             raise ValueError(f"must be a positive integer, got {v}")
+        return v
+
+    @field_validator("val_examples")
+    @classmethod
+    def _val_examples(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"must be a positive number of examples or null (all), got {v}")
+        return v
+
+    @field_validator("stop_at")
+    @classmethod
+    def _stop_at(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        for name in v or {}:
+            if not name.startswith("val_"):
+                raise ValueError(f"{name!r}: give a validation metric (val_exact_match, val_loss, val_token_acc, ...)")
         return v
 
     @field_validator("lr")

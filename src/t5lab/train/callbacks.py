@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from t5lab import rundir
 from t5lab.errors import T5LabError
 from t5lab.train.io import atomic_write
+from t5lab.train.timing import phase
 
 FIRST_COLUMNS = ["step", "epoch", "samples", "tokens", "train_loss", "lr"]
 
@@ -49,9 +50,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 rundir.announce(run_dir, digest)
 
         points = ("ckpt_tmp", f"{path.stem}_ckpt_tmp")  # T5LAB_FAULT=ckpt_tmp (any) or last_ckpt_tmp
-        atomic_write(path, lambda fh: torch.save(checkpoint, fh), mode="wb", point=points, before_replace=announce)
-        if run_dir is not None:
-            rundir.settle(run_dir, digest)
+        with phase("checkpointing"):
+            atomic_write(path, lambda fh: torch.save(checkpoint, fh), mode="wb", point=points, before_replace=announce)
+            if run_dir is not None:
+                rundir.settle(run_dir, digest)
 
     def load_checkpoint(self, path: str | os.PathLike, map_location: Callable | None = None, weights_only: bool | None = None) -> dict[str, Any]:
         # weights_only=True always: checkpoints hold tensors and plain Python values only. The hash was
@@ -175,6 +177,10 @@ class RunCSVLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        with phase("logging"):
+            self._log_metrics(metrics, step)
+
+    def _log_metrics(self, metrics: dict[str, float], step: int | None) -> None:
         self._sync()
         step = int(metrics.get("step", step or 0))
         row = self.rows.setdefault(step, {"step": step})
@@ -290,3 +296,133 @@ class RunGuard(pl.Callback):
             f"training diverged at step {step}: {name} {value:.4g} {why} (train.divergence={self.factor:g}); "
             f"lower train.lr or set train.gradient_clip_val (train.divergence=null turns the check off); {kept}"
         )
+
+
+# ------------------------------------------------------------------------------------------------
+# Stop at a target (train.stop_at) and the wall-time breakdown (t5lab.train.timing)
+# ------------------------------------------------------------------------------------------------
+
+LOSS_LIKE = ("loss", "ppl", "perplexity", "error")
+
+
+def stop_mode(metric: str, mode: str = "auto") -> str:
+    """``min`` (reached when <= the value) or ``max`` (>=); ``auto`` infers it from the name:
+    loss-like metrics (``*loss``, ``*ppl``, ``*perplexity``, ``*error``) are ``min``."""
+    if mode != "auto":
+        return mode
+    return "min" if metric.endswith(LOSS_LIKE) else "max"
+
+
+def stop_targets(stop_at: dict[str, Any]) -> list[tuple[str, float, str]]:
+    """``train.stop_at`` as ``[(metric, value, "min" | "max"), ...]``."""
+    out = []
+    for metric, target in stop_at.items():
+        if isinstance(target, int | float):
+            out.append((metric, float(target), stop_mode(metric)))
+        else:
+            out.append((metric, float(target.value), stop_mode(metric, target.mode)))
+    return out
+
+
+def reached(targets: list[tuple[str, float, str]], metrics: dict[str, float]) -> bool:
+    """Whether every target is reached (inclusive: 0.99 >= 0.99); a metric not logged is not."""
+    for metric, value, mode in targets:
+        got = metrics.get(metric)
+        if got is None or not math.isfinite(got):
+            return False
+        if (got > value) if mode == "min" else (got < value):
+            return False
+    return True
+
+
+class StopAt(pl.Callback):
+    """``train.stop_at``: ends training at the first validation where every target is reached.
+
+    Sets ``trainer.should_stop`` (Lightning's public stop signal): the epoch in progress ends, its
+    epoch-end checkpoint is written, and the run goes on to its test evaluation with the stopped
+    weights. Lightning's ``EarlyStopping(stopping_threshold=...)`` is not used: it compares strictly
+    (a threshold of 1.0 is never passed by an exact match of 1.0), takes one metric only and keeps
+    its patience counting alongside.
+
+    When it stops, :attr:`result` holds ``{metric values, "step", "time_s"}`` (``time_s``: seconds
+    since the process started, :func:`t5lab.train.timing.process_start`); it is kept in checkpoints,
+    so a run resumed after the stop stops again at once and reports the first attempt's figures.
+    """
+
+    def __init__(self, stop_at: dict[str, Any]) -> None:
+        from t5lab.train.timing import process_start
+
+        self.targets = stop_targets(stop_at)
+        self.result: dict[str, Any] | None = None
+        self._t0 = process_start()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"result": self.result}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.result = state.get("result")
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if self.result is not None:
+            trainer.should_stop = True  # resumed after the stop: nothing more to train
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        import time
+
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        # only validations inside fit: a trainer.validate() after training has nothing left to stop
+        if trainer.sanity_checking or self.result is not None or trainer.state.fn != TrainerFn.FITTING:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+        # every rank sees the same reduced metrics; the decision is still shared so no rank trains on alone
+        if not trainer.strategy.reduce_boolean_decision(reached(self.targets, metrics), all=False):
+            return
+        trainer.should_stop = True
+        self.result = {
+            **{m: metrics[m] for m, _, _ in self.targets if m in metrics},
+            "step": int(trainer.global_step),
+            "time_s": round(time.time() - self._t0, 3),
+        }
+        if trainer.global_rank == 0:
+            print(f"stop_at reached: {self.describe()}")
+
+    def describe(self) -> str:
+        """One line: the metrics against their targets, the step and the time."""
+        r = self.result or {}
+        said = ", ".join(
+            f"{m}={r[m]:.4g} {'<=' if mode == 'min' else '>='} {v:g}" for m, v, mode in self.targets if m in r
+        )
+        return f"{said} at step {r.get('step')}, {r.get('time_s', 0.0):.1f} s after the process started"
+
+
+class TimingCallback(pl.Callback):
+    """Charges training steps and evaluation loops to their parts of the run's stopwatch."""
+
+    def __init__(self) -> None:
+        from t5lab.train.timing import current
+
+        self.watch = current()
+
+    def _push(self, name: str) -> None:
+        if self.watch is not None:
+            self.watch.push(name)
+
+    def _pop(self) -> None:
+        if self.watch is not None:
+            self.watch.pop()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._push("train_steps")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._pop()
+
+    def on_validation_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._push("eval")
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._pop()
+
+    on_test_start = on_validation_start
+    on_test_end = on_validation_end

@@ -57,5 +57,7 @@ def _train(args: argparse.Namespace, config: str | None, overrides: list[str]) -
         result = run.resume(args.resume, progress=not args.no_progress)
         print(f"run directory: {result.run_dir}")
         return 0
-    run.train(config, overrides, out=args.out, progress=not args.no_progress)
+    from t5lab.train.timing import process_start
+
+    run.train(config, overrides, out=args.out, progress=not args.no_progress, since=process_start())
     return 0

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from t5lab.formulation import Example, Formulation
+from t5lab.train.timing import phase
 
 
 class EpochSampler(Sampler[int]):
@@ -82,9 +83,10 @@ class TrainCollator:
 
     def __call__(self, items: list[tuple[int, Example]]) -> dict[str, torch.Tensor]:
         examples = [e for _, e in items]
-        if self.packing:
-            return self.formulation.collate_packed(examples, self.pack_length)
-        return self.formulation.collate(examples)
+        with phase("data"):
+            if self.packing:
+                return self.formulation.collate_packed(examples, self.pack_length)
+            return self.formulation.collate(examples)
 
 
 class EvalCollator:
@@ -94,6 +96,10 @@ class EvalCollator:
         self.formulation = formulation
 
     def __call__(self, items: list[tuple[int, Example | None]]) -> dict[str, Any]:
+        with phase("data"):
+            return self._collate(items)
+
+    def _collate(self, items: list[tuple[int, Example | None]]) -> dict[str, Any]:
         first = next(e for _, e in items if e is not None) if any(e is not None for _, e in items) else None
         examples = [e if e is not None else first for _, e in items]
         f = self.formulation

@@ -19,6 +19,7 @@ import torch
 from t5lab.config import ExperimentConfig
 from t5lab.errors import T5LabError
 from t5lab.formulation import IGNORE, classification_loss, lm_logits_labels, token_loss
+from t5lab.train.timing import phase
 
 
 class NonFiniteLossError(T5LabError):
@@ -300,12 +301,18 @@ class T5LabModule(pl.LightningModule):
         loss_sum, n, correct = self._loss_terms(inputs)
         terms = {"loss_sum": loss_sum.detach().float(), "n": n.float(), "correct": correct.float()}
         if self.kind != "classification":
-            target = batch["target"][valid]  # (B, L) reference tokens, eos included, -100 padded
-            prompts = {k: v[valid] for k, v in batch["prompts"].items()}
-            pred = self._generate(prompts, target.shape[1])  # (B, <=L)
-            terms["exact"] = self._exact(pred, target).sum().float()
-            terms["count"] = torch.tensor(float(target.shape[0]), device=target.device)
-            self._keep_samples(batch["index"][valid], pred, prefix)
+            # train.val_examples: only the split's first N examples are decoded (the loss and token
+            # accuracy above still cover all of them); the test split is always decoded whole
+            limit = self.cfg.train.val_examples if prefix == "val" else None
+            decode = valid if limit is None else valid & (batch["index"] < limit)
+            if bool(decode.any()):
+                target = batch["target"][decode]  # (B', L) reference tokens, eos included, -100 padded
+                prompts = {k: v[decode] for k, v in batch["prompts"].items()}
+                with phase("decoding"):
+                    pred = self._generate(prompts, target.shape[1])  # (B', <=L)
+                terms["exact"] = self._exact(pred, target).sum().float()
+                terms["count"] = torch.tensor(float(target.shape[0]), device=target.device)
+                self._keep_samples(batch["index"][decode], pred, prefix)
         else:
             terms["count"] = n.float()
             if len(self._samples) < self.cfg.train.num_samples:
@@ -317,7 +324,12 @@ class T5LabModule(pl.LightningModule):
 
     @torch.no_grad()
     def _generate(self, prompts: dict[str, torch.Tensor], max_new: int) -> torch.Tensor:
-        """Greedy continuation tokens (B, <= max_new), prompt and decoder start stripped."""
+        """Greedy continuation tokens (B, <= max_new), prompt and decoder start stripped.
+
+        The whole evaluation batch (``train.eval_batch_size``) decodes at once with the KV cache
+        (``use_cache=True``), and generation ends as soon as every row has produced its eos
+        (``eos_token_id``; finished rows are padded): tests/train/test_time_to_accuracy.py checks both.
+        """
         limit = self.cfg.train.max_new_tokens or max_new
         tok = self.tokenizer
         out = self.model.generate(
@@ -325,6 +337,7 @@ class T5LabModule(pl.LightningModule):
             max_new_tokens=limit,
             do_sample=False,
             num_beams=1,
+            use_cache=True,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
         )
@@ -431,7 +444,8 @@ class T5LabModule(pl.LightningModule):
         if self.run_dir is not None:
             from t5lab.train.io import atomic_append_text
 
-            atomic_append_text(Path(self.run_dir) / "samples.txt", text + "\n", point="samples")
+            with phase("logging"):
+                atomic_append_text(Path(self.run_dir) / "samples.txt", text + "\n", point="samples")
 
     def on_validation_epoch_end(self) -> None:
         self._finish_eval("val")

@@ -23,6 +23,7 @@ from typing import Any
 
 from t5lab.config import ExperimentConfig, load_plans, read_yaml, save_config, validate
 from t5lab.errors import ConfigError, T5LabError
+from t5lab.train.timing import phase
 
 DONE = "DONE"
 
@@ -39,6 +40,8 @@ class RunResult:
     run_dir: Path
     metrics: dict[str, float] = field(default_factory=dict)
     skipped: bool = False
+    stopped: dict[str, Any] | None = None  # train.stop_at reached: its metrics, step and time_s
+    timing: dict[str, Any] = field(default_factory=dict)  # timing.json: wall_s and parts_s
 
 
 # ------------------------------------------------------------------------------------------------
@@ -50,6 +53,8 @@ def check_runtime(cfg: ExperimentConfig) -> None:
     """Raise ConfigError for settings this machine cannot run (devices, precision, strategies, loggers)."""
     import torch
 
+    if cfg.train.stop_at and cfg.data.val == 0:
+        raise ConfigError("config key train.stop_at needs validation metrics; give data.val > 0 or drop train.stop_at")
     t = cfg.trainer
     cuda = torch.cuda.is_available()
     if t.accelerator in ("gpu", "cuda") and not cuda:
@@ -158,23 +163,24 @@ def build_pieces(cfg: ExperimentConfig, tokenizer: Any = None) -> Pieces:
         os.environ["OMP_NUM_THREADS"] = str(cfg.trainer.num_threads)  # spawned DDP workers read it
     plan = resolve(cfg)  # variant, task and formulation kind, decided once (t5lab.plan)
     task, d = plan.task, cfg.data
-    splits = build_splits(task, d.train, d.val, d.test, d.seed)
-    if not splits["train"]:
-        raise ConfigError("config key data.train: the training split is empty; give a positive size")
-    if tokenizer is None:
-        tokenizer = build_tokenizer_for(cfg, task, splits)
-    formulation = Formulation.from_plan(plan, tokenizer)
-    dm = T5LabDataModule(
-        formulation,
-        splits,
-        batch_size=cfg.train.batch_size,
-        eval_batch_size=cfg.train.eval_batch_size,
-        seed=cfg.train.seed,
-        num_workers=cfg.train.num_workers,
-        packing=_packing(cfg, formulation.kind),
-        pack_length=cfg.data.pack_length,
-    )
-    dm.bucketing = _bucketing(cfg, dm.examples["train"])
+    with phase("data"):  # generating the splits and tokenising them (t5lab.train.timing)
+        splits = build_splits(task, d.train, d.val, d.test, d.seed)
+        if not splits["train"]:
+            raise ConfigError("config key data.train: the training split is empty; give a positive size")
+        if tokenizer is None:
+            tokenizer = build_tokenizer_for(cfg, task, splits)
+        formulation = Formulation.from_plan(plan, tokenizer)
+        dm = T5LabDataModule(
+            formulation,
+            splits,
+            batch_size=cfg.train.batch_size,
+            eval_batch_size=cfg.train.eval_batch_size,
+            seed=cfg.train.seed,
+            num_workers=cfg.train.num_workers,
+            packing=_packing(cfg, formulation.kind),
+            pack_length=cfg.data.pack_length,
+        )
+        dm.bucketing = _bucketing(cfg, dm.examples["train"])
     from t5lab.variants import BuildInfo
 
     info = BuildInfo(
@@ -189,7 +195,8 @@ def build_pieces(cfg: ExperimentConfig, tokenizer: Any = None) -> Pieces:
     check_init_from(cfg, len(tokenizer))
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     try:
-        model = plan.variant.build(cfg.model, info)
+        with phase("model"):
+            model = plan.variant.build(cfg.model, info)
     except (ValueError, TypeError) as err:
         if isinstance(err, T5LabError):
             raise
@@ -369,7 +376,7 @@ def make_trainer(cfg: ExperimentConfig, run_dir: Path, progress: bool = True) ->
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from t5lab.train.callbacks import AtomicCheckpointIO, RunGuard
+    from t5lab.train.callbacks import AtomicCheckpointIO, RunGuard, StopAt, TimingCallback
     from t5lab.train.fast import resolve_precision
 
     t, hw = cfg.train, cfg.trainer
@@ -392,6 +399,9 @@ def make_trainer(cfg: ExperimentConfig, run_dir: Path, progress: bool = True) ->
     if t.early_stop is not None:
         e = t.early_stop
         callbacks.append(EarlyStopping(monitor=e.monitor, patience=e.patience, mode=e.mode, min_delta=e.min_delta, check_finite=True))
+    if t.stop_at and has_val:
+        callbacks.append(StopAt(t.stop_at))
+    callbacks.append(TimingCallback())
     if progress and t.progress_bar:
         from t5lab.train.progress import StepProgressBar
 
@@ -470,6 +480,7 @@ def run_experiment(
     out: str | os.PathLike = "runs",
     run_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    startup_s: float = 0.0,
 ) -> RunResult:
     """Train one config into a new run directory (or continue ``run_dir`` from its last checkpoint).
 
@@ -478,23 +489,41 @@ def run_experiment(
         out: Parent of ``<name>/<timestamp>`` run directories.
         run_dir: An existing run directory to resume (its ``checkpoints/last.ckpt`` if present).
         progress: Show Lightning's progress bar.
+        startup_s: Seconds spent before this call that belong to the run (``t5lab train``: since
+            the process started), charged to ``startup`` in ``timing.json``.
 
     Returns:
-        The run directory and its final val/test metrics.
+        The run directory, its final val/test metrics, the stop_at result and the time breakdown.
     """
     from t5lab import rundir
+    from t5lab.train.timing import Stopwatch, set_current
 
-    check_runtime(cfg)
+    watch = Stopwatch()
+    watch.start(startup_s)
+    set_current(watch)  # parts are charged by phase() calls in the data, module, callbacks and here
     locks: list[rundir.RunLock] = []  # one per run directory, held until the run ends (or fails)
     try:
+        with phase("startup"):
+            _import_heavy()
+        check_runtime(cfg)
         if run_dir is not None:
             run_dir = Path(run_dir)
             locks.append(rundir.RunLock(run_dir, "train").acquire())
             _clean_stale(run_dir)
         return _run_locked(cfg, out, run_dir, progress, locks)
     finally:
+        set_current(None)
         for lock in locks:
             lock.release()
+
+
+def _import_heavy() -> None:
+    """Import what every run needs (torch, Lightning, transformers) under the ``startup`` part."""
+    import lightning.pytorch  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    import t5lab.train.module  # noqa: F401
 
 
 def _clean_stale(run_dir: Path) -> None:
@@ -559,11 +588,46 @@ def _run_locked(cfg: ExperimentConfig, out: str | os.PathLike, run_dir: Path | N
     if cfg.data.test != 0:
         for row in trainer.test(module, datamodule=pieces.datamodule, verbose=False):
             metrics.update({k: float(v) for k, v in row.items() if k != "step"})
+    stopped = _stop_result(trainer)
+    timing: dict[str, Any] = {}
     if trainer.global_rank == 0:
-        atomic_save_pretrained(pieces.model, pieces.tokenizer, run_dir / "model", run_dir=run_dir)
-        summary = {"finished": _dt.datetime.now().isoformat(timespec="seconds"), "step": step, "metrics": metrics}
+        with phase("checkpointing"):
+            atomic_save_pretrained(pieces.model, pieces.tokenizer, run_dir / "model", run_dir=run_dir)
+        timing = _finish_timing(run_dir, stopped)
+        summary: dict[str, Any] = {"finished": _dt.datetime.now().isoformat(timespec="seconds"), "step": step, "metrics": metrics}
+        if stopped is not None:
+            summary["stopped_at"] = stopped
+        summary["wall_s"] = timing.get("wall_s")
         atomic_write_text(run_dir / DONE, json.dumps(summary, indent=1) + "\n", point="done")
-    return RunResult(run_dir, metrics)
+    return RunResult(run_dir, metrics, stopped=stopped, timing=timing)
+
+
+def _stop_result(trainer: Any) -> dict[str, Any] | None:
+    """The ``train.stop_at`` result of the run (None: no target, or not reached)."""
+    from t5lab.train.callbacks import StopAt
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, StopAt) and cb.result is not None:
+            print(f"stopped at the target: {cb.describe()}")
+            return dict(cb.result)
+    return None
+
+
+def _finish_timing(run_dir: Path, stopped: dict[str, Any] | None) -> dict[str, Any]:
+    """Stop the run's stopwatch, print where the time went and write ``timing.json``."""
+    from t5lab.train.io import atomic_write_text
+    from t5lab.train.timing import current
+
+    watch = current()
+    if watch is None:
+        return {}
+    watch.stop()
+    report = watch.report()
+    if stopped is not None:
+        report["stopped_at"] = stopped
+    print(watch.table())
+    atomic_write_text(run_dir / "timing.json", json.dumps(report, indent=1) + "\n", point="timing")
+    return report
 
 
 def _val_metrics_at(run_dir: Path, step: int) -> dict[str, float]:
@@ -617,6 +681,7 @@ def train(
     overrides: list[str] | tuple[str, ...] = (),
     out: str | os.PathLike = "runs",
     progress: bool = True,
+    since: float | None = None,
 ) -> list[RunResult]:
     """Train a config, or every point of a sweep (any list value is a sweep axis), one after another.
 
@@ -628,10 +693,15 @@ def train(
         overrides: ``dotted.key=value`` strings applied before the sweep is expanded.
         out: Directory that holds ``<name>/<timestamp>`` run directories.
         progress: Show Lightning's progress bar.
+        since: ``time.time()`` the work began (``t5lab train``: the process start): the time from
+            then to this call is the first run's ``startup`` (``timing.json``). None: from this call.
 
     Returns:
         One :class:`RunResult` per sweep point.
     """
+    import time
+
+    began = since if since is not None else time.time()  # start-up of the next run counts from here
     plans = load_plans(quickstart_path() if config is None else config, overrides)  # every point checked first
     points = [(plan.cfg, suffix) for plan, suffix in plans]
     for cfg, _ in points:
@@ -651,9 +721,12 @@ def train(
                 continue
             started = [d for d in previous if (d / "checkpoints" / "last.ckpt").exists()]
             if started:
-                results.append(run_experiment(cfg, out, run_dir=started[0], progress=progress))
+                results.append(run_experiment(cfg, out, run_dir=started[0], progress=progress, startup_s=time.time() - began))
+                began = time.time()
                 print(f"run directory: {results[-1].run_dir}")
                 continue
-        results.append(run_experiment(cfg, out, progress=progress))
+        # loading and checking the configs (and, from the CLI, the process start) is the run's start-up
+        results.append(run_experiment(cfg, out, progress=progress, startup_s=time.time() - began))
+        began = time.time()
         print(f"run directory: {results[-1].run_dir}")
     return results
