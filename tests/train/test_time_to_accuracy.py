@@ -205,3 +205,38 @@ def test_decoding_uses_the_cache_and_stops_at_eos(variant):
     assert len(lengths) == 3  # stopped at eos, not at max_new_tokens=7
     assert pred.shape == (prompts["input_ids"].shape[0], 3) and bool((pred[:, -1] == eos).all())
     assert lengths[1:] == [1, 1]  # after the prompt, one new token per step: the KV cache is used
+
+
+def test_copy_recipe_is_the_seed_task_with_a_stop_target():
+    from importlib import resources
+
+    from t5lab.config import load_plans
+    from t5lab.tasks import build_splits
+
+    path = resources.files("t5lab") / "configs" / "recipes" / "copy.yaml"
+    [(plan, _)] = load_plans(str(path), [])
+    cfg = plan.cfg
+    assert cfg.train.stop_at == {"val_exact_match": 0.99} and cfg.data.val > 0
+    assert cfg.data.options == {"preset": "seed"} and cfg.data.train == 50000
+    # the seed harness's copy: 0-60 symbols of a-z A-Z 0-9, fitting data.max_length with eos
+    few = build_splits(plan.task, 200, 0, 0, cfg.data.seed)["train"]
+    assert max(len(r.input) for r in few) <= 60 < cfg.data.max_length
+    assert all(r.target == r.input for r in few)
+
+
+def test_cli_prints_the_breakdown_with_startup_since_the_process_start(tmp_path, capsys):
+    import yaml
+
+    from t5lab.cli import main
+    from t5lab.train.timing import process_start
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny(train={"max_steps": 3})))
+    before = time.time()
+    assert main(["train", str(config), "--out", str(tmp_path / "runs"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "wall time" in out and "train_steps" in out and "startup" in out
+    [run_dir] = (tmp_path / "runs" / "tiny").iterdir()
+    timing = json.loads((run_dir / "timing.json").read_text())
+    # start-up counts from the process start: at least the time this test process ran before the call
+    assert timing["parts_s"]["startup"] >= before - process_start() - 0.01

@@ -54,7 +54,9 @@ def _train(args: argparse.Namespace, config: str | None, overrides: list[str]) -
     if args.resume:
         if config is not None or overrides:
             raise T5LabError("--resume RUN_DIR takes no config or overrides: the run's own config.yaml is used")
-        result = run.resume(args.resume, progress=not args.no_progress)
+        from t5lab.train.timing import process_start
+
+        result = run.resume(args.resume, progress=not args.no_progress, since=process_start())
         print(f"run directory: {result.run_dir}")
         return 0
     from t5lab.train.timing import process_start

@@ -661,8 +661,10 @@ def _validated_at(run_dir: Path, step: int) -> bool:
         return any(r.get("step") == str(step) and r.get("val_loss") for r in csv.DictReader(fh))
 
 
-def resume(run_dir: str | os.PathLike, progress: bool = True) -> RunResult:
+def resume(run_dir: str | os.PathLike, progress: bool = True, since: float | None = None) -> RunResult:
     """Continue a run from ``RUN_DIR/checkpoints/last.ckpt`` with its own config.yaml.
+
+    ``since``: as for :func:`train` (the time before the call counted as start-up).
 
     Raises:
         T5LabError: Not a run directory, or the run already finished (has DONE).
@@ -673,7 +675,10 @@ def resume(run_dir: str | os.PathLike, progress: bool = True) -> RunResult:
     if (run_dir / DONE).exists():
         raise T5LabError(f"--resume {run_dir}: this run already finished (DONE exists); start a new run instead")
     cfg = validate(read_yaml(run_dir / "config.yaml"))
-    return run_experiment(cfg, run_dir=run_dir, progress=progress)
+    import time
+
+    startup = max(0.0, time.time() - since) if since is not None else 0.0
+    return run_experiment(cfg, run_dir=run_dir, progress=progress, startup_s=startup)
 
 
 def train(
