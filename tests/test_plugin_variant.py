@@ -63,3 +63,27 @@ def test_bench_takes_the_plugin_variant(tmp_path, capsys):
     assert [(r["candidate"], r["reference"]) for r in rows] == [("scaled_t5", "hf_t5")]
     assert main(["bench", "lm_training", "--variants", "gpt2"]) == 2  # not a T5-family LM: one line
     assert capsys.readouterr().err.strip().startswith("error: --variants: bench LM candidate 'gpt2'")
+
+
+@pytest.mark.slow
+def test_ppo_trains_the_plugin_value_head(runs, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM
+
+    _, (run, _) = runs
+    cfg = {
+        "name": "scaled_ppo",
+        "policy": {"init": str(run)},
+        "prompts": {"task": "swap_halves", "options": {"min_half": 1, "max_half": 2, "alphabet": "abc"}, "n": 16},
+        "reward": {"fn": "accuracy"},
+        "ppo": {"batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 4},
+        "steps": 2,
+        "save_every": 2,
+        "samples_every": 2,
+    }
+    config = tmp_path / "ppo.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "runs"
+    assert main(["--import", EXAMPLE, "ppo", str(config), "--out", str(out), "--quiet"]) == 0
+    [done] = list(out.glob("scaled_ppo/*/DONE"))
+    policy = AutoModelForSeq2SeqLM.from_pretrained(done.parent / "model")
+    assert type(policy).__name__ == "ScaledT5WithValueHead" and policy.config.model_type == "scaled_t5_with_value_head"

@@ -136,3 +136,18 @@ def test_register_model_makes_a_variant_that_owns_its_config_model_type():
     finally:
         unregister("test_my_t5")
     assert "test_my_t5" not in list_variants()
+
+
+@pytest.mark.parametrize("model_type,name", [("enct5", "enct5"), ("gpt2", "gpt2")])
+def test_ppo_and_rl_ask_the_variant_for_a_policy(tmp_path, model_type, name):
+    """load_policy needs a value-head model, load_lm a generator: one line naming the variants that have one."""
+    from t5lab.rl.launch import load_lm
+    from t5lab.rl.run import load_policy
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
+    with pytest.raises(T5LabError, match=rf"holds a model of variant {name}, which has no value-head model; PPO needs one of: t5, pseudo_dec, decoder_only") as err:
+        load_policy(tmp_path)
+    assert "\n" not in str(err.value)
+    if name == "enct5":
+        with pytest.raises(T5LabError, match=r"holds a model of variant enct5, which generates no text; RL needs a generator: t5, pseudo_dec, decoder_only, gpt2"):
+            load_lm(tmp_path)

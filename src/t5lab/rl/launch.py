@@ -154,9 +154,6 @@ def load_rl_config(
 # Pieces
 # ------------------------------------------------------------------------------------------------
 
-_GENERATORS = {"t5", "t5_pseudo_dec", "t5_decoder_only", "gpt2"}
-
-
 def load_lm(path: str | os.PathLike) -> Any:
     """The generator at ``path`` (a model, run or ``runs/<name>`` dir): t5, pseudo_dec, decoder_only
     (causal or prefix LM), gpt2, or one of their value-head models (the head is carried along).
@@ -164,20 +161,16 @@ def load_lm(path: str | os.PathLike) -> Any:
     Raises:
         T5LabError: For a model that is not a generator (an EncT5 classifier, ...).
     """
-    import transformers
-
     import t5lab  # noqa: F401  (registers the variants with the Auto classes)
     from t5lab.rl.rewards import resolve_model_dir
+    from t5lab.variants import get_variant, list_variants, variant_of
 
     directory = resolve_model_dir(path)
-    config = transformers.AutoConfig.from_pretrained(directory)
-    kind = config.model_type.removesuffix("_with_value_head")
-    if kind not in _GENERATORS:
-        raise T5LabError(
-            f"{directory} holds a {config.model_type!r} model; RL needs a generator: t5, pseudo_dec, decoder_only or gpt2"
-        )
-    auto = transformers.AutoModelForSeq2SeqLM if config.is_encoder_decoder else transformers.AutoModelForCausalLM
-    return auto.from_pretrained(directory).eval()
+    variant = variant_of(directory)  # from config.json's model_type: built-in or registered with --import
+    if not variant.generates:
+        generators = ", ".join(v for v in list_variants() if get_variant(v).generates)
+        raise T5LabError(f"{directory} holds a model of variant {variant.name}, which generates no text; RL needs a generator: {generators}")
+    return variant.auto_class().from_pretrained(directory).eval()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -260,16 +260,6 @@ def read_rl_yaml(
 # Pieces
 # ------------------------------------------------------------------------------------------------
 
-_VALUE_HEAD_CLASSES = {
-    "t5": "T5HeadWithValueModel",
-    "t5_with_value_head": "T5HeadWithValueModel",
-    "t5_pseudo_dec": "T5PseudoDecWithValueHead",
-    "t5_pseudo_dec_with_value_head": "T5PseudoDecWithValueHead",
-    "t5_decoder_only": "T5DecoderOnlyWithValueHead",
-    "t5_decoder_only_with_value_head": "T5DecoderOnlyWithValueHead",
-}
-
-
 def load_policy(path: str | os.PathLike) -> Any:
     """The value-head model of a saved LM (its head is new) or of a saved value-head model (loaded).
 
@@ -278,19 +268,18 @@ def load_policy(path: str | os.PathLike) -> Any:
     """
     import transformers
 
-    import t5lab  # noqa: F401  (registers the variants)
-    from t5lab.models import value_head
     from t5lab.rl.rewards import resolve_model_dir
+    from t5lab.variants import get_variant, list_variants, variant_of
 
     directory = resolve_model_dir(path)
-    model_type = transformers.AutoConfig.from_pretrained(directory).model_type
-    cls_name = _VALUE_HEAD_CLASSES.get(model_type)
-    if cls_name is None:
+    variant = variant_of(directory)  # from config.json's model_type: built-in or registered with --import
+    if variant.value_head is None:
+        with_head = ", ".join(v for v in list_variants() if get_variant(v).value_head is not None)
         raise T5LabError(
-            f"{directory} holds a {model_type!r} model; PPO needs a generator: t5, pseudo_dec or decoder_only"
+            f"{directory} holds a model of variant {variant.name}, which has no value-head model; PPO needs one of: {with_head}"
         )
     transformers.logging.set_verbosity_error()  # the LOAD REPORT of a fresh value head is expected
-    return getattr(value_head, cls_name).from_pretrained(directory).eval()
+    return variant.value_head().from_pretrained(directory).eval()
 
 
 def load_prompts(section: PromptsSection) -> tuple[list[str], list[str] | None]:
