@@ -1,7 +1,8 @@
 """The import graph of ``src/t5lab`` has no cycles (read with ``ast``, nothing imported).
 
-Two graphs: module-level imports (what runs at ``import``) must be acyclic outright; adding the
-imports inside functions, the only cycles allowed are listed in ``KNOWN`` with the reason.
+Two graphs, both acyclic: module-level imports (what runs at ``import``), and those plus the
+imports inside functions (a lazy import that closes a cycle is still a cycle: move the shared piece
+to a module both can import).
 ``if TYPE_CHECKING:`` imports are annotations only and are not edges.
 """
 
@@ -13,19 +14,6 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-# cycles through imports inside functions that are not fixed yet: frozenset of modules -> why
-KNOWN: dict[frozenset[str], str] = {
-    frozenset({"t5lab.tasks.classification", "t5lab.tasks.text"}): (
-        "file tasks pick each other's class by content (a .jsonl without labels is text, an hf: "
-        "dataset with labels is classification); the tasks area's next round moves the choice to the registry"
-    ),
-    frozenset({"t5lab.study.report", "t5lab.study.runner"}): (
-        "the runner writes the report when a study ends and the report reads the runner's PLAN / "
-        "read_timings; the study area's next round moves those two into a module both import"
-    ),
-}
-
 
 def modules() -> dict[str, Path]:
     out = {}
@@ -145,9 +133,9 @@ def test_module_level_imports_have_no_cycle():
     assert cycles(graph(functions=False)) == []
 
 
-def test_no_cycle_through_function_level_imports_but_the_known_ones():
-    found = set(cycles(graph(functions=True)))
-    assert found <= set(KNOWN), f"new import cycles: {[sorted(c) for c in found - set(KNOWN)]}"
+def test_function_level_imports_have_no_cycle():
+    found = cycles(graph(functions=True))
+    assert not found, f"import cycles: {[sorted(c) for c in found]}"
 
 
 @pytest.mark.parametrize(

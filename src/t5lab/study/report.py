@@ -27,7 +27,7 @@ from t5lab.study.aggregate import (
     summarize_point,
     title,
 )
-from t5lab.study.runner import PLAN, read_timings
+from t5lab.study.layout import PLAN, read_timings
 
 
 def load_plan(root: Path) -> dict[str, Any]:

@@ -28,10 +28,8 @@ from typing import Any
 import yaml
 
 from t5lab.errors import ConfigError
+from t5lab.study.layout import PLAN, TIMINGS, read_timings
 from t5lab.study.spec import Point, Study, expand, read_study
-
-PLAN = "plan.json"
-TIMINGS = "timings.json"
 
 
 def builtin_path(name: str) -> Path:
@@ -146,13 +144,3 @@ def run_study(
 
         write_report(root)
     return root
-
-
-def read_timings(root: Path) -> dict[str, float]:
-    path = root / TIMINGS
-    if not path.is_file():
-        return {}
-    try:
-        return {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
-    except (ValueError, AttributeError):
-        return {}

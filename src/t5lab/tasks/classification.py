@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from t5lab.errors import ConfigError
 from t5lab.tasks.base import PROBLEM_TYPES, ClassificationTask, Labelled, ProblemType, register_task
+from t5lab.tasks.hf import load_hf_rows
 from t5lab.tasks.synthetic import DEFAULT_ALPHABET, _check_alphabet, _check_lengths, _count_strings
 
 
@@ -385,16 +386,15 @@ class LabelledFile(ClassificationTask):
         return "".join(sorted({c for r in self._records for c in r.text}))
 
     @classmethod
-    def for_path(cls, path: str, options: dict[str, Any]) -> type:
-        """A .jsonl file whose first record has no label field is a text corpus, not a labelled file."""
+    def for_path(cls, path: str, options: dict[str, Any]) -> str:
+        """A .jsonl file whose first record has no label field is a text corpus (the registered
+        ``text_file`` task), not a labelled file."""
         p = Path(path)
         if p.suffix.lower() == ".jsonl" and p.is_file():
             rows = _read_rows(p)
             if rows and "label_column" not in options and "label" not in rows[0][1]:
-                from t5lab.tasks.text import TextFile
-
-                return TextFile
-        return cls
+                return "text_file"
+        return "labelled_file"
 
 
 @register_task("hf_labelled")
@@ -417,8 +417,6 @@ class HFLabelled(LabelledFile):
         label_names: list[str] | None = None,
         limit: int | None = None,
     ):
-        from t5lab.tasks.text import load_hf_rows
-
         if problem_type is not None and problem_type not in PROBLEM_TYPES:
             raise ConfigError(f"problem_type={problem_type!r}; use one of {', '.join(PROBLEM_TYPES)}")
         self.dataset, self.split, self.limit = dataset, split, limit

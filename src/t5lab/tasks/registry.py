@@ -70,9 +70,7 @@ def get_task(name_or_path: str | Task, **options: Any) -> Task:
         if name.startswith(prefix):
             cls = _REGISTRY[registered]
             first = [k for k in inspect.signature(cls.__init__).parameters if k != "self"][0]
-            resolver = getattr(cls, "for_path", None)
-            if resolver is not None:
-                cls = resolver(name, options)
+            cls = _picked(cls, name, options)
             return _construct(cls, {first: name[len(prefix) :], **options})
     if name not in _REGISTRY and _looks_like_path(name):
         ext = Path(name).suffix.lower()
@@ -82,11 +80,16 @@ def get_task(name_or_path: str | Task, **options: Any) -> Task:
                 f"use one of {', '.join(sorted(_BY_EXTENSION))}"
             )
         cls = _REGISTRY[_BY_EXTENSION[ext]]
-        resolver = getattr(cls, "for_path", None)  # a file family may pick a sibling class by content
-        if resolver is not None:
-            cls = resolver(name, options)
+        cls = _picked(cls, name, options)
         return _construct(cls, {"path": name, **options})
     return _construct(task_class(name), options)
+
+
+def _picked(cls: type[Task], name: str, options: dict[str, Any]) -> type[Task]:
+    """The class a file or prefix family picks by content: its ``for_path`` names a registered task
+    (a name, not a class, so sibling families need not import each other)."""
+    resolver = getattr(cls, "for_path", None)
+    return _REGISTRY[resolver(name, options)] if resolver is not None else cls
 
 
 def _construct(cls: type[Task], options: dict[str, Any]) -> Task:

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from t5lab.errors import ConfigError
 from t5lab.tasks.base import Pair, Task, TaskKind, register_task
+from t5lab.tasks.hf import load_hf_rows
 
 OBJECTIVES: tuple[str, ...] = ("causal_lm", "prefix_lm", "span_corruption")
 
@@ -136,10 +137,9 @@ class HFText(Task):
         self.limit = limit
 
     @classmethod
-    def for_path(cls, name: str, options: dict[str, Any]) -> type:
-        from t5lab.tasks.classification import HFLabelled
-
-        return HFLabelled if "label_column" in options else cls
+    def for_path(cls, name: str, options: dict[str, Any]) -> str:
+        """With ``label_column`` the dataset is labelled: the registered ``hf_labelled`` task."""
+        return "hf_labelled" if "label_column" in options else "hf"
 
     def rows(self) -> list[dict[str, Any]]:
         """The raw rows of the dataset split (one-line ConfigError when it cannot be read)."""
@@ -157,27 +157,6 @@ class HFText(Task):
             if text.strip():
                 out.append(Pair("", text.strip("\n")))
         return out
-
-
-def load_hf_rows(dataset: str, split: str, limit: int | None) -> list[dict[str, Any]]:
-    """Rows of ``datasets.load_dataset(NAME, CONFIG, split=split)`` with one-line errors."""
-    try:
-        import datasets  # optional dependency, imported only when an hf: task is used
-    except ImportError:
-        raise ConfigError(
-            f"task hf:{dataset} needs the Hugging Face 'datasets' package: pip install datasets"
-        ) from None
-    name, _, config = dataset.partition("/")
-    try:
-        ds = datasets.load_dataset(name, config or None, split=split)
-    except Exception as err:  # noqa: BLE001 - datasets raises many types (ConnectionError, FileNotFoundError, ...)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(
-            f"cannot load hf:{dataset} (split {split!r}): {first}; it needs network access to the hub "
-            "(unset HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) or a local datasets cache"
-        ) from None
-    n = len(ds) if limit is None else min(limit, len(ds))
-    return [ds[i] for i in range(n)]
 
 
 # ------------------------------------------------------------------------------------------------
