@@ -18,6 +18,7 @@ import copy
 import itertools
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +34,10 @@ PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp", "deepspeed")
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A config section: unknown keys refused, frozen, defaults validated too (also the base of
+    the RL configs' sections, :mod:`t5lab.rl.run`)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
@@ -42,7 +46,7 @@ class _Section(BaseModel):
 # ------------------------------------------------------------------------------------------------
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """Architecture of a fresh model, or ``init_from`` a checkpoint directory."""
 
     # which variant (t5, pseudo_dec, decoder_only, enct5, gpt2, or a user-registered one)
@@ -98,7 +102,7 @@ class ModelConfig(_Section):
         return v
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     """Task, split sizes and how text becomes training examples.
 
     ``t5lab.tasks.build_splits`` reads ``task``, ``options``, ``train``, ``val``, ``test`` and ``seed``.
@@ -154,7 +158,7 @@ class DataConfig(_Section):
         return v
 
 
-class TokenizerConfig(_Section):
+class TokenizerConfig(Section):
     """``kind``: byte | char | unigram, or a path to a saved tokenizer directory."""
 
     kind: str = "char"
@@ -174,14 +178,14 @@ class TokenizerConfig(_Section):
         return self
 
 
-class EarlyStopConfig(_Section):
+class EarlyStopConfig(Section):
     monitor: str = "val_loss"
     patience: int = 3
     mode: Literal["min", "max"] = "min"
     min_delta: float = 0.0
 
 
-class StopTarget(_Section):
+class StopTarget(Section):
     """One ``train.stop_at`` target: reached when the metric is >= ``value`` (``mode: max``) or <=
     it (``mode: min``); ``auto``: min for loss-like names (``*loss``, ``*ppl``), else max."""
 
@@ -189,7 +193,7 @@ class StopTarget(_Section):
     mode: Literal["auto", "min", "max"] = "auto"
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Optimisation and loop settings (Lightning Trainer arguments where the names match)."""
 
     batch_size: int = 32
@@ -281,7 +285,7 @@ class TrainConfig(_Section):
         return self
 
 
-class TrainerConfig(_Section):
+class TrainerConfig(Section):
     """Lightning ``Trainer`` hardware settings."""
 
     # auto: the GPU where there is one, else the CPU (Lightning's choice)
@@ -295,7 +299,7 @@ class TrainerConfig(_Section):
     num_threads: int | None = None
 
 
-class LogConfig(_Section):
+class LogConfig(Section):
     """Loggers: CSV always (metrics.csv in the run dir); TensorBoard and W&B optional."""
 
     csv: Literal[True] = True
@@ -304,7 +308,7 @@ class LogConfig(_Section):
     wandb_project: str = "t5lab"
 
 
-class ExperimentConfig(_Section):
+class ExperimentConfig(Section):
     """One experiment: every setting a run needs, validated and frozen."""
 
     name: str = "run"
@@ -413,39 +417,52 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError(f"override {item!r}: value is not valid YAML ({err.__class__.__name__})") from err
-    # YAML 1.1 reads 3e-4 as a string; researchers mean a float
-    if isinstance(value, str):
-        try:
-            value = float(value) if re.fullmatch(r"[-+]?\d*\.?\d+[eE][-+]?\d+", value) else value
-        except ValueError:
-            pass
-    return parts, value
+    return parts, fix_floats(value)
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` overrides to a raw config dict (returns a new dict)."""
+def apply_overrides(
+    raw: dict[str, Any],
+    overrides: list[str] | tuple[str, ...] = (),
+    check_key: Callable[[list[str]], None] | None = _check_key,
+    sections_only: bool = False,
+) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides to a raw config dict (returns a new dict).
+
+    Args:
+        check_key: Refuses a key before its value is parsed (default: the experiment schema's keys);
+            None when the caller's own model checks the keys (the RL configs).
+        sections_only: A scalar where the key needs a section is an error; otherwise a string
+            there is the ``kind`` shorthand (``tokenizer: byte``) and anything else is replaced.
+    """
     out = copy.deepcopy(raw)
     for item in overrides:
         parts, value = parse_override(item)
-        _check_key(parts)
+        if check_key is not None:
+            check_key(parts)
         node = out
         for p in parts[:-1]:
             child = node.get(p)
-            if child is None or not isinstance(child, dict):
-                child = {} if not isinstance(child, str) else {"kind": child}  # `tokenizer: byte` shorthand
+            if not isinstance(child, dict):
+                if sections_only and child is not None:
+                    raise ConfigError(f"override {item!r}: {p} is not a section")
+                child = {"kind": child} if isinstance(child, str) else {}  # `tokenizer: byte` shorthand
                 node[p] = child
             node = child
         node[parts[-1]] = value
     return out
 
 
-def _fix_floats(x: Any) -> Any:
-    # YAML 1.1 (pyyaml) reads `1e-3` (no dot) as a string
+_FLOAT = re.compile(r"[-+]?\d*\.?\d+[eE][-+]?\d+")
+
+
+def fix_floats(x: Any) -> Any:
+    """Strings like ``1e-3`` (no dot) as floats, through dicts and lists: YAML 1.1 (pyyaml) reads
+    them as strings, and researchers mean a float."""
     if isinstance(x, dict):
-        return {k: _fix_floats(v) for k, v in x.items()}
+        return {k: fix_floats(v) for k, v in x.items()}
     if isinstance(x, list):
-        return [_fix_floats(v) for v in x]
-    if isinstance(x, str) and re.fullmatch(r"[-+]?\d*\.?\d+[eE][-+]?\d+", x):
+        return [fix_floats(v) for v in x]
+    if isinstance(x, str) and _FLOAT.fullmatch(x):
         return float(x)
     return x
 
@@ -514,7 +531,7 @@ def validate(raw: dict[str, Any]) -> ExperimentConfig:
     Checks each section on its own (keys, types, ranges); :func:`load_config` and :func:`load_sweep`
     add the checks across sections (:func:`t5lab.plan.resolve`).
     """
-    raw = _fix_floats(raw)
+    raw = fix_floats(raw)
     for section, cls in _SECTIONS.items():  # unknown keys first, with the allowed ones listed
         value = raw.get(section)
         if isinstance(value, dict):
@@ -529,17 +546,24 @@ def validate(raw: dict[str, Any]) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_one_line(err)) from None
+        raise ConfigError(one_line(err)) from None
 
 
-def _one_line(err: ValidationError) -> str:
+def one_line(err: ValidationError, keys_hint: str = "") -> str:
+    """The first error of a config's validation as one line that names the key.
+
+    ``keys_hint`` follows an unknown key (where to read the allowed ones). A validator's message
+    that already names its key (``config key X: ...``, ``X.y: ...``) is kept as it is.
+    """
     e = err.errors()[0]
     loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "literal_error":
         return f"config key {loc}: {msg}; got {e.get('input')!r}"
     if e["type"] == "extra_forbidden":
-        return f"unknown config key {loc!r}"
+        return f"unknown config key {loc!r}" + (f"; {keys_hint}" if keys_hint else "")
+    if e["type"] == "missing":
+        return f"config key {loc} is missing; add it to the YAML or pass {loc}=..."
     if e["type"] == "value_error" and (
         msg.startswith("config key ") or (msg.split(" ", 1)[0].count(".") >= 1 and ":" in msg.split(" ", 1)[0])
     ):

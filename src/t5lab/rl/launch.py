@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import ValidationError, field_validator, model_validator
 
+from t5lab.config import Section
 from t5lab.errors import ConfigError, T5LabError
 from t5lab.rl.dpo import DPOConfig
 from t5lab.rl.group import GRPOConfig, RLOOConfig
@@ -29,9 +30,8 @@ from t5lab.rl.run import (
     PolicySection,
     PromptsSection,
     RewardSection,
-    _Section,
-    one_line,
     read_rl_yaml,
+    rl_one_line,
     section_config,
 )
 
@@ -72,7 +72,7 @@ class GroupRunConfig(_AlgoRun):
         return self
 
 
-class PairsSection(_Section):
+class PairsSection(Section):
     """Preference pairs: a JSONL file, or built from ``prompts`` + ``reward`` by sampling ``generator``."""
 
     file: str | None = None
@@ -147,7 +147,7 @@ def load_rl_config(
     try:
         return cls.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(one_line(err, algo.upper())) from None
+        raise ConfigError(rl_one_line(err, algo.upper())) from None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -25,15 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import ValidationError, field_validator
 
 from t5lab import rundir
+from t5lab.config import Section, apply_overrides, fix_floats, one_line, read_yaml
 from t5lab.errors import ConfigError, T5LabError
 from t5lab.fileio import atomic_savefig
 from t5lab.rl.ppo import PPOConfig
 
 DONE = "DONE"
-_FLOAT = re.compile(r"[-+]?\d*\.?\d+[eE][-+]?\d+")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -41,11 +41,7 @@ _FLOAT = re.compile(r"[-+]?\d*\.?\d+[eE][-+]?\d+")
 # ------------------------------------------------------------------------------------------------
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PolicySection(_Section):
+class PolicySection(Section):
     """Where the policy starts: a model dir, a run dir or ``runs/<name>`` (newest finished run)."""
 
     init: str
@@ -53,7 +49,7 @@ class PolicySection(_Section):
     ref: str | None = None
 
 
-class PromptsSection(_Section):
+class PromptsSection(Section):
     """Prompts (and targets, for the exact-match rewards): a t5lab task or a file."""
 
     task: str | None = None  # a seq2seq task name, e.g. copy / reverse (its records' inputs)
@@ -71,14 +67,14 @@ class PromptsSection(_Section):
         return v
 
 
-class RewardSection(_Section):
+class RewardSection(Section):
     """The reward: a built-in name or an import path, with options for a factory."""
 
     fn: str
     options: dict[str, Any] = {}
 
 
-class EvalSection(_Section):
+class EvalSection(Section):
     """Held-out evaluation: mean reward of one sampled response per prompt (``eval_reward``)."""
 
     n: int = 0  # prompts (0: no evaluation)
@@ -110,7 +106,7 @@ class EvalSection(_Section):
         return v
 
 
-class LoopSettings(_Section):
+class LoopSettings(Section):
     """The loop settings every RL run config has (PPO, GRPO, RLOO, DPO)."""
 
     name: str = "rl"
@@ -163,20 +159,23 @@ class PPORunConfig(LoopSettings):
 
 def section_config(cls: type, data: dict[str, Any], section: str) -> Any:
     """A trainer config dataclass (``PPOConfig``, ``GRPOConfig``, ...) from a config section's dict,
-    type-checked by pydantic; ValueError naming ``section.key`` on failure."""
+    type-checked by pydantic; ValueError naming ``section.key`` on failure (``config key ...``, which
+    :func:`t5lab.config.one_line` keeps as it is)."""
     from pydantic import TypeAdapter
 
     names = list(cls.__dataclass_fields__)
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ValueError(f"unknown key {section}.{unknown[0]}; keys of {section}: {', '.join(names)}")
+        raise ValueError(f"config key {section}: unknown key {section}.{unknown[0]}; keys of {section}: {', '.join(names)}")
     try:
         return TypeAdapter(cls).validate_python(data)
     except ValidationError as err:
         e = err.errors()[0]
         loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
-        raise ValueError(f"{section}.{loc}: {msg}" if loc else msg) from None
+        if loc:
+            msg = f"{section}.{loc}: {msg}"
+        raise ValueError(f"config key {msg}" if msg.startswith(f"{section}.") else f"config key {section}: {msg}") from None
 
 
 def ppo_config(data: dict[str, Any]) -> PPOConfig:
@@ -184,32 +183,9 @@ def ppo_config(data: dict[str, Any]) -> PPOConfig:
     return section_config(PPOConfig, data, "ppo")
 
 
-def _fix_floats(x: Any) -> Any:
-    # YAML 1.1 (pyyaml) reads `1e-3` (no dot) as a string; researchers mean a float
-    if isinstance(x, dict):
-        return {k: _fix_floats(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_fix_floats(v) for v in x]
-    return float(x) if isinstance(x, str) and _FLOAT.fullmatch(x) else x
-
-
-_SECTION_MSG = re.compile(r"(unknown key )?(ppo|grpo|rloo|dpo)\.")
-
-
-def one_line(err: ValidationError, what: str = "PPO") -> str:
-    """The first error of a run config's validation as one line that names the key."""
-    e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"])
-    msg = e["msg"].removeprefix("Value error, ")
-    if e["type"] == "extra_forbidden":
-        return f"unknown config key {loc!r}; see docs/rl.md for the keys of a {what} config"
-    if e["type"] == "missing":
-        return f"config key {loc} is missing; add it to the YAML or pass {loc}=..."
-    if _SECTION_MSG.match(msg):
-        return f"config key {msg}"
-    got = e.get("input")
-    tail = f" (got {got!r})" if e["type"] != "value_error" and not isinstance(got, dict) else ""
-    return f"config key {loc}: {msg}{tail}"
+def rl_one_line(err: ValidationError, what: str = "PPO") -> str:
+    """config.py's one-line message for an RL run config's first error (unknown keys point to docs/rl.md)."""
+    return one_line(err, keys_hint=f"see docs/rl.md for the keys of a {what} config")
 
 
 def load_ppo_config(
@@ -226,7 +202,7 @@ def load_ppo_config(
     try:
         return PPORunConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(one_line(err)) from None
+        raise ConfigError(rl_one_line(err)) from None
 
 
 def read_rl_yaml(
@@ -237,23 +213,8 @@ def read_rl_yaml(
     Unlike ``t5lab train``'s configs, the sections of an RL config are checked by the run config's
     own pydantic model, so an override may create a section that the model then refuses by name.
     """
-    from t5lab.config import parse_override, read_yaml
-
-    raw = read_yaml(path_or_dict)
-    if isinstance(path_or_dict, str | os.PathLike):
-        raw.setdefault("name", Path(path_or_dict).stem)
-    for item in overrides:
-        parts, value = parse_override(item)
-        node = raw
-        for p in parts[:-1]:
-            child = node.get(p)
-            if not isinstance(child, dict):
-                if child is not None:
-                    raise ConfigError(f"override {item!r}: {p} is not a section")
-                child = node[p] = {}
-            node = child
-        node[parts[-1]] = value
-    return _fix_floats(raw)
+    raw = apply_overrides(read_yaml(path_or_dict), overrides, check_key=None, sections_only=True)
+    return fix_floats(raw)
 
 
 # ------------------------------------------------------------------------------------------------
