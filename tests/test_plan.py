@@ -109,3 +109,25 @@ def test_import_t5lab_then_transformers_registers_the_auto_classes():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "t5_pseudo_dec", proc.stderr[-2000:]
+
+
+def _t5_dir(path, vocab_size):
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"model_type": "t5", "vocab_size": vocab_size}))
+    return str(path)
+
+
+def test_vocab_mismatch_of_a_later_sweep_point_fails_before_any_run_dir(tmp_path, capsys):
+    # tiny(): char tokenizer over copy's alphabet "abcd": 3 specials + 4 characters + 100 sentinels
+    fits, other = _t5_dir(tmp_path / "fits", 107), _t5_dir(tmp_path / "other", 50)
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps(tiny(model={"init_from": [fits, other]})))
+    out = tmp_path / "runs"
+    assert main(["train", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: sweep point 2/2") and "\n" not in err, err
+    assert f"model.init_from={other}: the model has a vocabulary of 50 tokens, the tokenizer 107" in err
+    assert not out.exists() or not any(out.rglob("*"))
+    assert len(load_plans(tiny(model={"init_from": [fits, other], "resize_embeddings": True}))) == 2
+    # a size known only once the tokenizer is trained (unigram) is left to the run's own check
+    resolve(validate(tiny(model={"init_from": other}, tokenizer={"kind": "unigram", "vocab_size": 40})))

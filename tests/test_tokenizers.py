@@ -153,3 +153,13 @@ def test_spiece_model_directory_loads_as_t5_tokenizer(tmp_path):
     ids = tok(text)["input_ids"]
     assert ids == ref.encode(text) + [1]  # same pieces as sentencepiece itself, plus eos
     assert tok.decode(ids, skip_special_tokens=True) == text
+
+
+def test_known_size_is_the_built_tokenizer_s_size():
+    from t5lab.tokenizers import known_size
+
+    assert known_size("byte") == len(build_tokenizer("byte"))
+    assert known_size("byte", extra_ids=3) == len(build_tokenizer("byte", extra_ids=3))
+    assert known_size("char", alphabet="abca d") == len(build_tokenizer("char", alphabet="abca d"))
+    assert known_size("char", alphabet="xy", extra_ids=0) == len(build_tokenizer("char", alphabet="xy", extra_ids=0))
+    assert known_size("char") is None and known_size("unigram") is None and known_size("/some/dir") is None

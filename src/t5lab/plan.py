@@ -4,7 +4,8 @@ The plan carries what the rest of a run asks about its config (the :class:`~t5la
 the task, the tokenizer spec, the formulation kind and the text objective), decided once, and
 :func:`resolve` makes every check that spans sections (variant options, variant x task x
 objective, packing, split sizes against the task, ``init_from`` holding a checkpoint of the
-variant's family, tokenizer settings, label names), so that a sweep can check every point before
+variant's family and, where the tokenizer's size is known, a vocabulary of that size, tokenizer
+settings, label names), so that a sweep can check every point before
 the first one runs (``t5lab.config.load_sweep`` resolves each).
 
 Imports: variants and tasks, never ``t5lab.config`` (which calls :func:`resolve` from its loaders)
@@ -14,6 +15,7 @@ checking against it).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +40,12 @@ class TokenizerSpec:
     @property
     def is_directory(self) -> bool:
         return self.kind not in ("byte", "char", "unigram")
+
+    def known_size(self, task: Task) -> int | None:
+        """The vocabulary size the run's tokenizer will have, when known without building it."""
+        from t5lab.tokenizers import known_size
+
+        return known_size(self.kind, alphabet=task.alphabet() if self.kind == "char" else None)
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,6 +98,8 @@ def resolve(cfg: ExperimentConfig) -> Plan:
         variant.check_checkpoint(cfg.model.init_from)
     tokenizer = TokenizerSpec(cfg.tokenizer.kind, cfg.tokenizer.vocab_size)
     _check_tokenizer(tokenizer)
+    if cfg.model.init_from is not None and not cfg.model.resize_embeddings:
+        _check_vocab(cfg.model.init_from, tokenizer.known_size(task))
     return Plan(cfg, variant, task, tokenizer, kind, objective)
 
 
@@ -110,6 +120,18 @@ def _check_tokenizer(spec: TokenizerSpec) -> None:
             f"config key tokenizer.kind={spec.kind}: the directory holds no saved tokenizer (tokenizer_config.json); "
             "give a tokenizer.save_pretrained directory, or byte / char / unigram"
         )
+
+
+def _check_vocab(src: str, size: int | None) -> None:
+    """``init_from``'s vocabulary against the tokenizer's size, where that is known now (the run
+    checks it again with the built tokenizer, which covers unigram and saved tokenizers)."""
+    theirs = json.loads((Path(src) / "config.json").read_text()).get("vocab_size")  # check_checkpoint read it
+    if size is None or not isinstance(theirs, int) or theirs == size:
+        return
+    raise ConfigError(
+        f"config key model.init_from={src}: the model has a vocabulary of {theirs} tokens, the tokenizer "
+        f"{size}; use the model's tokenizer (tokenizer: {src}) or set model.resize_embeddings=true to resize"
+    )
 
 
 def _names(pred: Any) -> str:

@@ -83,6 +83,20 @@ def build_tokenizer(
     return _unigram_tokenizer(texts, 1000 if vocab_size is None else vocab_size, extra_ids)
 
 
+def known_size(kind: str, alphabet: str | None = None, extra_ids: int | None = None) -> int | None:
+    """``len()`` of the tokenizer :func:`build_tokenizer` makes, where that is fixed without building it.
+
+    Byte: the specials, 256 bytes and the sentinels; char: the specials, each distinct character of
+    ``alphabet`` and the sentinels. None for unigram (its size comes from training), for a char
+    tokenizer without an alphabet (its characters come from the data) and for a saved directory.
+    """
+    if kind not in KINDS or kind == "unigram" or (kind == "char" and not alphabet):
+        return None
+    extra = DEFAULT_EXTRA_IDS[kind] if extra_ids is None else extra_ids
+    body = 256 if kind == "byte" else len(set(alphabet or ""))
+    return len(SPECIAL_TOKENS) + body + extra
+
+
 def _sentinels_descending(extra_ids: int) -> list[str]:
     # T5 puts <extra_id_0> at the last id: appending N-1, ..., 0 after the vocabulary does that.
     return [f"<extra_id_{i}>" for i in range(extra_ids - 1, -1, -1)]
