@@ -500,7 +500,11 @@ def _build_gpt2(cfg: Any, info: BuildInfo) -> Any:
         pad_token_id=info.pad_token_id,
         **dict(cfg.options),
     )
-    return GPT2LMHeadModel(config)
+    model = GPT2LMHeadModel(config)
+    # transformers leaves GPT-2's loss_type unset and then warns on every loss call (warning_once,
+    # which torch.compile cannot trace); its loss is the causal-LM loss
+    model.loss_type = "ForCausalLM"
+    return model
 
 
 def _build_with(config_class: ClassGetter, model_class: ClassGetter, classification: bool = False) -> Builder:

@@ -30,12 +30,7 @@ CASES = battery_cases()
 
 # Known defects, each with its owner and fix: a strict xfail, so the entry fails (XPASS) the day the
 # defect is fixed and must be removed here then. Keys: test ids, ``check[case id(-parameter)]``.
-KNOWN_FAILURES: dict[str, str] = {
-    "test_torch_compile_fullgraph_forward[gpt2]": (
-        "transformers' GPT2LMHeadModel has loss_type None, so every loss call logs warning_once, which "
-        "dynamo cannot trace; the gpt2 builder can set model.loss_type = 'ForCausalLM' (t5lab.variants)"
-    ),
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 @pytest.fixture(params=CASES, ids=lambda c: c.id)
