@@ -134,3 +134,12 @@ def test_enct5_case_reports_flops_and_the_encoder_ceiling():
         assert row.extra["flop_ratio"] == pytest.approx(row.extra["reference_flops"] / row.extra["flops"])
         assert row.extra["flop_ratio"] > 1  # one decoder layer over one prompt vs the full decoder
     assert infer.extra["encoder_only_ratio"] > 0
+
+
+def test_hooks_case_times_the_same_model_with_and_without_an_empty_hooks_block():
+    from t5lab.bench.cases import hooks_overhead
+
+    rows = hooks_overhead(shape="tiny", batch=2, src_len=6, tgt_len=4, repeats=1, variants=("hf_t5", "decoder_only"))
+    assert [r.candidate for r in rows] == ["hf_t5+empty_hooks", "decoder_only+empty_hooks"]
+    assert [r.reference for r in rows] == ["hf_t5", "decoder_only"]
+    assert all(r.candidate_value > 0 and r.reference_value > 0 and r.ratio > 0 for r in rows)

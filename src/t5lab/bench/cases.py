@@ -555,6 +555,38 @@ def copy_time(repeats: int = 1, threshold: float = 0.99, overrides: tuple[str, .
     )]
 
 
+# ---------------------------------------------------------------------------------------------
+# 7. interpretability hooks: a forward inside an empty hooks() block vs the model as it is
+
+
+def hooks_overhead(shape: str = "small", batch: int = 8, src_len: int = 64, tgt_len: int = 64, repeats: int = 5,
+                   variants=("hf_t5", "pseudo_dec", "decoder_only")) -> list[Comparison]:
+    """Hook points cost nothing while off (issue 15): the same model's forward with and without an
+    empty ``t5lab.explore.hooks.hooks(model, {})`` block around it, timed in the same rounds."""
+    from t5lab.explore.hooks import hooks
+
+    rows = []
+    for variant in variants:
+        model = build_lm(variant, shape).eval()
+        inputs = lm_batch(variant, model.config.vocab_size, batch, src_len, tgt_len)
+
+        def plain(model=model, inputs=inputs):
+            with torch.inference_mode():
+                return model(**inputs)
+
+        def hooked(model=model, inputs=inputs):
+            with torch.inference_mode(), hooks(model, {}):
+                return model(**inputs)
+
+        m = interleaved({"plain": plain, "empty_hooks": hooked}, 1, "forwards", repeats=repeats)
+        rows.append(Comparison(
+            "hooks", f"{variant}+empty_hooks", variant, "forward ms", 1e3 * m["empty_hooks"].median_s,
+            1e3 * m["plain"].median_s, "<= 1.02x", higher_is_better=False,
+            extra={"shape": shape, "batch": batch, "src_len": src_len, "tgt_len": tgt_len},
+        ))
+    return rows
+
+
 CASES: dict[str, Callable[..., list[Comparison]]] = {
     "lm_training": lm_training,
     "enct5": enct5_vs_t5_classification,
@@ -562,4 +594,5 @@ CASES: dict[str, Callable[..., list[Comparison]]] = {
     "generation": generation,
     "overhead": overhead,
     "copy_time": copy_time,
+    "hooks": hooks_overhead,
 }

@@ -7,7 +7,7 @@ import argparse
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bench", help="benchmark t5lab against the transformers reference")
-    p.add_argument("cases", nargs="*", help="cases to run (default: all): lm_training enct5 fast_path generation overhead copy_time")
+    p.add_argument("cases", nargs="*", help="cases to run (default: all): lm_training enct5 fast_path generation overhead copy_time hooks")
     p.add_argument("--shape", choices=["tiny", "small"], default=None, help="model shape (default: per case)")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds per candidate")
     p.add_argument("--out", default="bench.json", help="JSON file for the raw numbers")
