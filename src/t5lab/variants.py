@@ -57,6 +57,20 @@ class BuildInfo:
     problem_type: str | None = None
     id2label: dict[int, str] | None = None
 
+    @classmethod
+    def for_run(cls, cfg: Any, task: Any, tokenizer: Any) -> BuildInfo:
+        """What a run's model is built with: the tokenizer's ids, the task's labels, and room for
+        an input and a target of ``data.max_length`` each in one sequence (decoder-only models)."""
+        return cls(
+            vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            max_length=2 * cfg.data.max_length + 8,
+            num_labels=getattr(task, "num_labels", 2),
+            problem_type=getattr(task, "problem_type", None),
+            id2label=getattr(task, "id2label", None),
+        )
+
 
 Builder = Callable[[Any, BuildInfo], Any]
 ClassGetter = Callable[[], type]

@@ -69,15 +69,7 @@ def count_parameters(cfg: Any, cache: _Cache | None = None, **model_updates: Any
     key = json.dumps([model_cfg.model_dump(mode="json"), len(tokenizer), cfg.data.max_length, cfg.data.task], sort_keys=True)
     if key in cache.counts:
         return cache.counts[key]
-    info = BuildInfo(
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        max_length=2 * cfg.data.max_length + 8,
-        num_labels=getattr(task, "num_labels", 2),
-        problem_type=getattr(task, "problem_type", None),
-        id2label=getattr(task, "id2label", None),
-    )
+    info = BuildInfo.for_run(cfg, task, tokenizer)
     with torch.device("meta"):
         model = get_variant(model_cfg.variant).build(model_cfg, info)
     cache.counts[key] = sum(p.numel() for p in model.parameters())

@@ -183,15 +183,7 @@ def build_pieces(cfg: ExperimentConfig, tokenizer: Any = None) -> Pieces:
         dm.bucketing = _bucketing(cfg, dm.examples["train"])
     from t5lab.variants import BuildInfo
 
-    info = BuildInfo(
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        max_length=2 * cfg.data.max_length + 8,
-        num_labels=getattr(task, "num_labels", 2),
-        problem_type=getattr(task, "problem_type", None),
-        id2label=getattr(task, "id2label", None),
-    )
+    info = BuildInfo.for_run(cfg, task, tokenizer)
     check_init_from(cfg, len(tokenizer))
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     try:
