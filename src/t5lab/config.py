@@ -201,6 +201,9 @@ class TrainConfig(Section):
     accumulate_grad_batches: int = 1
     max_epochs: int | None = None
     max_steps: int | None = 1000
+    # wall-time cap on the training loop in seconds (Lightning's Trainer(max_time=...): counted from
+    # the start of fit, validation included, checked after every step); None: no cap
+    max_time_s: float | None = None
     optimizer: Literal["adamw", "adafactor"] = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -253,6 +256,13 @@ class TrainConfig(Section):
         for name in v or {}:
             if not name.startswith("val_"):
                 raise ValueError(f"{name!r}: give a validation metric (val_exact_match, val_loss, val_token_acc, ...)")
+        return v
+
+    @field_validator("max_time_s")
+    @classmethod
+    def _max_time(cls, v: float | None) -> float | None:
+        if v is not None and not v > 0:
+            raise ValueError(f"must be a positive number of seconds or null (no cap), got {v}")
         return v
 
     @field_validator("lr")

@@ -21,17 +21,18 @@ def run_bench(cases: list[str] | None = None, shape: str | None = None, repeats:
     """Run the named comparisons (all when None) and optionally write the raw numbers as JSON.
 
     Args:
-        cases: names from :data:`t5lab.bench.cases.CASES`.
+        cases: names from :data:`t5lab.bench.cases.CASES` (None: all but the opt-in ones,
+            :data:`t5lab.bench.cases.OPT_IN`: time_to_accuracy runs only when named).
         shape: "small" or "tiny"; None keeps each case's own default.
         repeats: timed rounds per candidate (after warm-up), interleaved.
         out: path of a JSON file with every row, its ratio and the machine it ran on.
     """
     import torch
 
-    from t5lab.bench.cases import CASES
+    from t5lab.bench.cases import CASES, OPT_IN
     from t5lab.errors import T5LabError
 
-    names = list(CASES) if not cases else cases
+    names = [n for n in CASES if n not in OPT_IN] if not cases else cases
     unknown = [n for n in names if n not in CASES]
     if unknown:
         raise T5LabError(f"unknown bench case(s) {unknown}; choose from {sorted(CASES)}")

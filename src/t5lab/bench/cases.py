@@ -587,6 +587,11 @@ def hooks_overhead(shape: str = "small", batch: int = 8, src_len: int = 64, tgt_
     return rows
 
 
+# ---------------------------------------------------------------------------------------------
+# 8. time to each recipe's target: the harness vs a plain PyTorch loop (t5lab.bench.tta)
+
+from t5lab.bench.tta import time_to_accuracy  # noqa: E402
+
 CASES: dict[str, Callable[..., list[Comparison]]] = {
     "lm_training": lm_training,
     "enct5": enct5_vs_t5_classification,
@@ -595,4 +600,9 @@ CASES: dict[str, Callable[..., list[Comparison]]] = {
     "overhead": overhead,
     "copy_time": copy_time,
     "hooks": hooks_overhead,
+    "time_to_accuracy": time_to_accuracy,
 }
+
+# cases that run only when named: time_to_accuracy trains every recipe to its target (up to
+# 2 x time_cap_s per task x variant), far longer than the others together
+OPT_IN = frozenset({"time_to_accuracy"})

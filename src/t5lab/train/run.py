@@ -424,6 +424,7 @@ def make_trainer(cfg: ExperimentConfig, run_dir: Path, progress: bool = True) ->
         precision=resolve_precision(t.precision, hw.accelerator),  # "auto": t5lab.train.fast
         max_steps=t.max_steps if t.max_steps is not None else -1,
         max_epochs=t.max_epochs if t.max_epochs is not None else -1,
+        max_time=_dt.timedelta(seconds=t.max_time_s) if t.max_time_s is not None else None,  # Lightning's Timer
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps,
