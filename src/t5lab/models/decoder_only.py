@@ -43,6 +43,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from t5lab.models import masks
 from t5lab.models.loading import LoadReport
+from t5lab.models.positions import check_position_config, needs_position_ids, position_ids_from_mask
 from t5lab.models.t5core import (
     T5Attention,
     T5CorePreTrainedModel,
@@ -75,6 +76,13 @@ class T5DecoderOnlyConfig(T5Config):
             ``0`` shares T5's decoder bucket 0 for all forward distances, as t5x does.
         prefix_lm: The model is a prefix LM: ``generate()`` without ``prefix_mask`` uses the
             whole (non-padding) prompt as the bidirectional prefix.
+        position_encoding: ``"relative"`` (default: T5's bucketed relative bias), ``"absolute"``
+            (learned table), ``"sinusoidal"``, ``"rotary"`` (RoPE) or ``"none"`` (NoPE); see
+            docs/positions.md and :mod:`t5lab.models.positions`.
+        relative_attention_max_exact: Exact (one-distance) relative buckets per direction; None is
+            T5's half of them.
+        rotary_base: RoPE's ``base`` (``theta_i = base^(-2i/d_kv)``), 10000 as in RoFormer.
+        max_position_embeddings: Rows of the ``"absolute"`` position table (longest sequence).
     """
 
     model_type = "t5_decoder_only"
@@ -82,6 +90,10 @@ class T5DecoderOnlyConfig(T5Config):
     prefix_forward_buckets: int | None = None
     prefix_lm: bool = False
     is_encoder_decoder: bool = False
+    position_encoding: str = "relative"
+    relative_attention_max_exact: int | None = None
+    rotary_base: float | int = 10000.0
+    max_position_embeddings: int = 512
 
     def __post_init__(self, **kwargs):
         # A T5Config dict carries model_type="t5"; the class attribute must win (from_dict).
@@ -99,6 +111,7 @@ class T5DecoderOnlyConfig(T5Config):
                 f"prefix_forward_buckets={self.prefix_forward_buckets} is invalid: use 0 (t5x: one shared "
                 "bucket) or >= 2 (T5 log buckets need at least one exact and one log bucket)"
             )
+        check_position_config(self, bidirectional=False)
 
     @classmethod
     def from_t5_config(cls, t5_config: T5Config, **overrides: Any) -> T5DecoderOnlyConfig:
@@ -156,17 +169,22 @@ class T5PrefixLMSelfAttention(T5Attention):
         if self.prefix_forward_bias is None:
             return values  # t5x: forward distances share the decoder's bucket 0
         relative = masks.relative_positions(query_length, key_length, device=values.device) - past_seen_tokens  # (Q, K)
+        max_exact = self.relative_attention_max_exact
         buckets = masks.forward_relative_position_bucket(
-            relative, self.prefix_forward_buckets, self.relative_attention_max_distance
+            relative, self.prefix_forward_buckets, self.relative_attention_max_distance,
+            None if max_exact is None else min(max_exact, self.prefix_forward_buckets),
         )
         forward = self.prefix_forward_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, Q, K)
         return torch.where(relative[None, None] > 0, forward, values)
 
 
 def _decoder_only_stack(config: T5DecoderOnlyConfig, embed_tokens: nn.Embedding) -> T5Stack:
-    """A core ``T5Stack`` in decoder mode, without cross-attention, with the prefix-aware block-0 attention."""
+    """A core ``T5Stack`` in decoder mode, without cross-attention, with the prefix-aware block-0 attention.
+
+    Only T5's relative bias needs the forward table: with absolute, sinusoidal or rotary positions a
+    prefix query tells later keys apart by their positions (and NoPE has none to tell)."""
     stack = T5Stack(config, embed_tokens, is_decoder=True, cross_attention=False)
-    if len(stack.block):
+    if len(stack.block) and stack.position_encoding == "relative":
         stack.block[0].layer[0].SelfAttention = T5PrefixLMSelfAttention(config, layer_idx=0)
     return stack
 
@@ -259,6 +277,7 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         segment_ids: torch.Tensor | None = None,
         shift_labels: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -298,6 +317,10 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
                 change: T5's bias (and the prefix's forward table) depend on the distance only.
             shift_labels: Already shifted labels, aligned with the (kept) logits, instead of ``labels``
                 (transformers' loss convention).
+            position_ids: ``(B, T)`` positions of the new tokens for ``config.position_encoding``
+                absolute / sinusoidal / rotary (ignored otherwise). Default: ``cumsum - 1`` of a 2D
+                ``attention_mask`` (left padding does not shift a row), restarted per segment with
+                ``segment_ids``, else ``past ..``; ``generate()`` passes them the same way.
             output_attentions, output_hidden_states, return_dict: as in transformers.
             **kwargs: Passed to the loss (``num_items_in_batch``); other generation kwargs are ignored.
 
@@ -342,9 +365,17 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
         elif prefix_mask is not None:
             mask = self._prefix_mask_4d(prefix_mask, attention_mask, batch, length, past, static, inputs_embeds.device)
 
+        if position_ids is None and needs_position_ids(self.config):
+            # computed here: `mask` may be a 4D prefix / packing mask the stack cannot count from
+            if segment_ids is not None:
+                position_ids = masks.segment_positions(segment_ids.to(inputs_embeds.device))  # (B, T)
+            else:
+                position_ids = position_ids_from_mask(attention_mask, length, past, inputs_embeds.device)
+
         outputs = self.decoder(
             inputs_embeds=inputs_embeds,
             attention_mask=mask,
+            position_ids=position_ids,
             cache=cache,
             use_cache=use_cache,
             output_attentions=output_attentions,
@@ -610,7 +641,7 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
             model, info = cls.from_pretrained(path, config=config, output_loading_info=True)
             source = path
         attention = model.decoder.block[0].layer[0].SelfAttention
-        if attention.prefix_forward_bias is not None:
+        if getattr(attention, "prefix_forward_bias", None) is not None:  # only with relative positions
             with torch.no_grad():
                 bucket_zero = attention.relative_attention_bias.weight[0]  # (H,)
                 attention.prefix_forward_bias.weight.copy_(

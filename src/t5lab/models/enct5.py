@@ -45,6 +45,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqSequenceClassifierOutput
 
 from t5lab.models.loading import LoadReport
+from t5lab.models.positions import check_position_config
 from t5lab.models.t5core import T5Attention, T5CorePreTrainedModel, T5Stack
 
 logger = logging.getLogger("t5lab")
@@ -84,6 +85,13 @@ class EncT5Config(T5Config):
             ``"multi_label_classification"`` (one prompt and one score per label, BCE) or
             ``"regression"`` (MSE over ``num_labels`` outputs); inferred on the first forward with
             labels when unset, as transformers does.
+        position_encoding: ``"relative"`` (default: T5's bucketed relative bias), ``"absolute"``
+            (learned table), ``"sinusoidal"``, ``"rotary"`` (RoPE) or ``"none"`` (NoPE); see
+            docs/positions.md and :mod:`t5lab.models.positions`.
+        relative_attention_max_exact: Exact (one-distance) relative buckets per direction; None is
+            T5's half of them.
+        rotary_base: RoPE's ``base`` (``theta_i = base^(-2i/d_kv)``), 10000 as in RoFormer.
+        max_position_embeddings: Rows of the ``"absolute"`` position tables (longest input).
     """
 
     model_type = "enct5"
@@ -91,6 +99,10 @@ class EncT5Config(T5Config):
 
     num_decoder_layers: int | None = 1
     prompt_vocab_size: int | None = None
+    position_encoding: str = "relative"
+    relative_attention_max_exact: int | None = None
+    rotary_base: float | int = 10000.0
+    max_position_embeddings: int = 512
 
     def __post_init__(self, **kwargs: Any):
         # `T5Config(...).to_dict()` carries model_type="t5"; the class attribute must win, otherwise
@@ -101,6 +113,7 @@ class EncT5Config(T5Config):
         # two-line StrictDataclassClassValidationError, which is not a ValueError. The model checks
         # again, because the reference API sets num_labels/problem_type after construction.
         check_enct5_config(self)
+        check_position_config(self, bidirectional=True)  # the encoder's buckets are two-way
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> EncT5Config:

@@ -237,6 +237,7 @@ def t5_relative_position_bucket(
     bidirectional: bool = True,
     num_buckets: int = 32,
     max_distance: int = 128,
+    max_exact: int | None = None,
 ) -> torch.Tensor:
     """T5's relative-position buckets (Mesh TensorFlow ``_relative_position_bucket``; Raffel et al. 2020).
 
@@ -250,6 +251,10 @@ def t5_relative_position_bucket(
         bidirectional: Separate bucket ranges for keys before and after the query.
         num_buckets: Number of buckets (split in two when bidirectional).
         max_distance: Distance from which on all distances share the last bucket.
+        max_exact: Exact buckets per direction (distances ``0 .. max_exact - 1`` get one each);
+            None is T5's half of the buckets of one direction. With ``max_exact`` equal to the
+            buckets of one direction every bucket is exact: distances ``>= max_exact - 1`` share
+            the last one and ``max_distance`` is unused.
 
     Returns:
         Long tensor of the same shape, values in ``[0, num_buckets)``.
@@ -261,8 +266,13 @@ def t5_relative_position_bucket(
         distance = relative_position.abs()
     else:
         distance = (-relative_position).clamp(min=0)
-    max_exact = num_buckets // 2
+    if max_exact is None:
+        max_exact = num_buckets // 2
+    elif not 1 <= max_exact <= num_buckets:
+        raise ValueError(f"max_exact={max_exact} must be between 1 and the {num_buckets} buckets of one direction")
     is_small = distance < max_exact
+    if max_exact == num_buckets:  # all exact: no log-spaced range (and no log(max_distance / max_exact))
+        return buckets + distance.clamp(max=num_buckets - 1)
     # clamp(min=1) only avoids log(0) on positions that take the exact branch anyway
     log_ratio = torch.log(distance.clamp(min=1).float() / max_exact) / math.log(max_distance / max_exact)
     large = (max_exact + (log_ratio * (num_buckets - max_exact)).long()).clamp(max=num_buckets - 1)
@@ -270,7 +280,7 @@ def t5_relative_position_bucket(
 
 
 def forward_relative_position_bucket(
-    relative_position: torch.Tensor, num_buckets: int, max_distance: int = 128
+    relative_position: torch.Tensor, num_buckets: int, max_distance: int = 128, max_exact: int | None = None
 ) -> torch.Tensor:
     """Buckets for keys *after* the query (forward distances ``d = key - query >= 1``).
 
@@ -284,11 +294,13 @@ def forward_relative_position_bucket(
         relative_position: Long tensor, ``key_position - query_position``.
         num_buckets: Number of forward buckets (> 0).
         max_distance: Distance from which on all distances share the last bucket.
+        max_exact: Exact buckets (see :func:`t5_relative_position_bucket`); None: half of them.
 
     Returns:
         Long tensor of the same shape, values in ``[0, num_buckets)``.
     """
     distance_minus_one = (relative_position - 1).clamp(min=0)
     return t5_relative_position_bucket(
-        -distance_minus_one, bidirectional=False, num_buckets=num_buckets, max_distance=max_distance
+        -distance_minus_one, bidirectional=False, num_buckets=num_buckets, max_distance=max_distance,
+        max_exact=max_exact,
     )

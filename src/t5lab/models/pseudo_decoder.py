@@ -41,6 +41,7 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
 from t5lab.models import masks
 from t5lab.models.loading import LoadReport, from_pretrained_with_report
+from t5lab.models.positions import check_position_config
 from t5lab.models.t5core import (
     CACHE_FIELD,
     T5CorePreTrainedModel,
@@ -72,7 +73,7 @@ __all__ = [
 
 @strict
 class T5PseudoDecConfig(T5Config):
-    r"""Config of the pseudo decoder-only T5: a ``T5Config`` plus two fields.
+    r"""Config of the pseudo decoder-only T5: a ``T5Config`` plus the fields below.
 
     Args:
         position_blind (`bool`, defaults to `False`):
@@ -87,6 +88,15 @@ class T5PseudoDecConfig(T5Config):
             (seq2seq) or None (auto-detect from the batch). Set False for tasks whose target can equal
             their input (copying), where auto-detection would pick causal mode. It never applies when
             ``encoder_outputs`` are given (``generate()`` is always non-causal).
+        position_encoding: Of the T5 decoder stack (the pseudo encoder keeps its own table):
+            ``"relative"`` (default: T5's bucketed relative bias), ``"absolute"``
+            (learned table), ``"sinusoidal"``, ``"rotary"`` (RoPE) or ``"none"`` (NoPE); see
+            docs/positions.md and :mod:`t5lab.models.positions`.
+        relative_attention_max_exact: Exact (one-distance) relative buckets per direction; None is
+            T5's half of them.
+        rotary_base: RoPE's ``base`` (``theta_i = base^(-2i/d_kv)``), 10000 as in RoFormer.
+
+    The ``"absolute"`` decoder table has ``max_position_embeddings`` rows too.
     """
 
     model_type = "t5_pseudo_dec"
@@ -94,6 +104,9 @@ class T5PseudoDecConfig(T5Config):
     position_blind: bool = False
     max_position_embeddings: int = 512
     causal_LM: bool | None = None  # the original model's name
+    position_encoding: str = "relative"
+    relative_attention_max_exact: int | None = None
+    rotary_base: float | int = 10000.0
 
     def __post_init__(self, **kwargs):
         # A plain T5Config.to_dict() carries model_type="t5"; PreTrainedConfig would set it as an
@@ -101,6 +114,7 @@ class T5PseudoDecConfig(T5Config):
         # "t5". The model type is a property of the class, never of the data.
         kwargs.pop("model_type", None)
         super().__post_init__(**kwargs)
+        check_position_config(self, bidirectional=False)  # here: a plain one-line ValueError
 
     def validate_architecture(self):
         """Part of `@strict` validation: T5's checks plus the position table size."""
@@ -439,6 +453,7 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         past_key_values: Cache | None = None,
+        decoder_position_ids: torch.LongTensor | None = None,
         **kwargs: Any,
     ) -> Seq2SeqLMOutput | tuple:
         """Run the pseudo encoder and the decoder; compute a token-weighted loss when labels are given.
@@ -465,6 +480,10 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
             inputs_embeds: ``(B, S, d_model)`` instead of ``input_ids`` (causal mode shifts them right,
                 with the start token's embedding first; auto-detection needs ``input_ids``).
             decoder_inputs_embeds: ``(B, T, d_model)`` instead of ``decoder_input_ids``.
+            decoder_position_ids: ``(B, T)`` decoder positions for ``config.position_encoding``
+                absolute / sinusoidal / rotary; default ``cumsum - 1`` of a 2D
+                ``decoder_attention_mask``, else ``past ..``. A packed batch (4D decoder mask) passes
+                them restarted per segment (:func:`t5lab.models.masks.segment_positions`).
             output_attentions, output_hidden_states, return_dict: as in transformers.
             **kwargs: other generation kwargs, ignored.
 
@@ -540,6 +559,7 @@ class T5PseudoDecForConditionalGeneration(T5PseudoDecPreTrainedModel, Generation
             cache=cache,
             use_cache=use_cache,
             return_dict=True,
+            position_ids=decoder_position_ids,
             **outputs_wanted,
         )
         sequence_output = decoder_outputs.last_hidden_state  # (B, T, D)

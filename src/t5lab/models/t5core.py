@@ -30,6 +30,7 @@ Parameter names are those of transformers' T5, so every T5 checkpoint's state di
   None; called alone, ``position_bias=None`` computes the layer's own bias (or none) and adds ``mask``.
   Subclasses override ``compute_bias`` to change the position bias (decoder_only's prefix table puts
   one in ``block[0].layer[0].SelfAttention``: the stack asks block 0 for the bias).
+  ``forward(..., rotary=(cos, sin))`` rotates the queries and new keys of self-attention (RoPE).
 - ``T5LayerSelfAttention``, ``T5LayerCrossAttention``: pre-norm residual wrappers (``layer.0``, ``layer.1``).
 - ``T5Block(config, has_relative_attention_bias, layer_idx, is_decoder, cross_attention)``:
   ``forward(hidden_states, attention_bias, cross_attention_bias=None, encoder_hidden_states=None,
@@ -42,6 +43,10 @@ Parameter names are those of transformers' T5, so every T5 checkpoint's state di
   :data:`CACHE_FIELD`). ``is_decoder`` makes self-attention causal with one-way buckets;
   ``cross_attention`` (default: ``is_decoder``) adds ``layer.1.EncDecAttention``; a decoder without it
   gets a parameterless ``NoCrossAttention`` at ``layer.1`` (the feed-forward stays ``layer.2``).
+  ``forward(..., position_ids=None)``: positions for ``config.position_encoding`` other than
+  ``"relative"`` (:mod:`t5lab.models.positions`, docs/positions.md): ``"absolute"`` adds a learned
+  ``embed_positions`` table, ``"sinusoidal"`` the fixed one, ``"rotary"`` rotates self-attention's
+  q/k, ``"none"`` has no positions; only ``"relative"`` builds block 0's bias table.
 - ``T5CorePreTrainedModel``: the ``PreTrainedModel`` base (T5's Mesh TF init, ``_keep_in_fp32_modules
   = ["wo"]``, sdpa/eager/flex flags, ``_shift_right``).
 - Pure helpers: ``self_attention_mask`` (2D padding + causality -> 4D bool), ``fold_bias`` (bias +
@@ -86,6 +91,14 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 from t5lab.models.masks import (
     forward_relative_position_bucket,
     t5_relative_position_bucket,
+)
+from t5lab.models.positions import (
+    apply_rotary,
+    needs_position_ids,
+    position_encoding_of,
+    position_ids_from_mask,
+    rotary_angles,
+    sinusoidal_embeddings,
 )
 
 logger = logging.getLogger("t5lab")
@@ -333,6 +346,8 @@ class T5Attention(torch.nn.Module):
         self.has_relative_attention_bias = has_relative_attention_bias
         self.relative_attention_num_buckets = config.relative_attention_num_buckets
         self.relative_attention_max_distance = config.relative_attention_max_distance
+        # None: T5's half of the buckets of one direction are exact (t5lab.models.positions)
+        self.relative_attention_max_exact = getattr(config, "relative_attention_max_exact", None)
         self.d_model = config.d_model
         self.key_value_proj_dim = config.d_kv
         self.n_heads = config.num_heads
@@ -360,6 +375,7 @@ class T5Attention(torch.nn.Module):
             bidirectional=not self.is_decoder,
             num_buckets=self.relative_attention_num_buckets,
             max_distance=self.relative_attention_max_distance,
+            max_exact=self.relative_attention_max_exact,
         )
         return self.relative_attention_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, Q, K)
 
@@ -367,13 +383,24 @@ class T5Attention(torch.nn.Module):
         shape = (*states.shape[:-1], -1, self.key_value_proj_dim)
         return self.k(states).view(shape).transpose(1, 2), self.v(states).view(shape).transpose(1, 2)  # (B, H, K, D)
 
+    def _project_self_kv(self, states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None):
+        keys, values = self._project_kv(states)
+        return (keys if rotary is None else apply_rotary(keys, *rotary)), values
+
     def _keys_values(
-        self, hidden_states: torch.Tensor, key_value_states: torch.Tensor | None, cache: Cache | None
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None,
+        cache: Cache | None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values, through the cache when there is one (cross-attention's are computed once)."""
+        """Keys and values, through the cache when there is one (cross-attention's are computed once).
+
+        Self-attention keys are rotated (``rotary``) *before* they enter the cache, so a cached key
+        keeps the angle of its own position."""
         cross = key_value_states is not None
         if cache is None:
-            return self._project_kv(key_value_states if cross else hidden_states)
+            return self._project_self_kv(hidden_states, rotary) if not cross else self._project_kv(key_value_states)
         if isinstance(cache, EncoderDecoderCache):
             if cross and cache.is_updated.get(self.layer_idx):
                 layer = cache.cross_attention_cache.layers[self.layer_idx]
@@ -383,7 +410,8 @@ class T5Attention(torch.nn.Module):
             return self._project_kv(key_value_states)  # a plain cache holds self-attention only
         else:
             target = cache
-        keys, values = target.update(*self._project_kv(key_value_states if cross else hidden_states), self.layer_idx)
+        new = self._project_kv(key_value_states) if cross else self._project_self_kv(hidden_states, rotary)
+        keys, values = target.update(*new, self.layer_idx)
         if cross:
             cache.is_updated[self.layer_idx] = True
         return keys, values
@@ -396,6 +424,7 @@ class T5Attention(torch.nn.Module):
         position_bias: torch.Tensor | None = None,
         cache: Cache | None = None,
         output_attentions: bool = False,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Attend.
 
@@ -406,17 +435,24 @@ class T5Attention(torch.nn.Module):
             position_bias: ``(B | 1, H, Q, K)`` additive bias; None computes it (own table or zeros).
             cache: a ``Cache`` (``EncoderDecoderCache`` for models with cross-attention).
             output_attentions: return the softmax weights (runs the eager path).
+            rotary: ``(cos, sin)`` ``(B | 1, 1, Q, D/2)`` of the queries' positions (RoPE, the stack's
+                ``position_encoding="rotary"``): rotates the queries and the new keys of
+                self-attention; ignored by cross-attention, which carries no positions (as in T5).
 
         Returns:
             ``(output (B, Q, d_model), position_bias used, weights (B, H, Q, K) or None)``.
         """
         batch, length = hidden_states.shape[:2]
         query = self.q(hidden_states).view(batch, length, -1, self.key_value_proj_dim).transpose(1, 2)  # (B, H, Q, D)
+        if key_value_states is not None:
+            rotary = None  # cross-attention: no positions
+        if rotary is not None:
+            query = apply_rotary(query, *rotary)
         compute = position_bias is None and self.has_relative_attention_bias and key_value_states is None
         past = 0
         if compute and cache is not None:
             past = _self_attention_cache(cache).get_seq_length(self.layer_idx)  # before this call's update
-        keys, values = self._keys_values(hidden_states, key_value_states, cache)
+        keys, values = self._keys_values(hidden_states, key_value_states, cache, rotary)
         if compute:
             position_bias = self.compute_bias(length, keys.shape[-2], device=query.device, past_seen_tokens=past)
         bias = fold_bias(position_bias, _allowed_4d(mask), query.dtype)
@@ -477,10 +513,11 @@ class T5LayerSelfAttention(nn.Module):
         self.layer_norm = T5LayerNorm(config.d_model, eps=config.layer_norm_epsilon)
         self.dropout = nn.Dropout(config.dropout_rate)
 
-    def forward(self, hidden_states, attention_bias=None, cache=None, output_attentions=False):
+    def forward(self, hidden_states, attention_bias=None, cache=None, output_attentions=False, rotary=None):
         output, _, weights = self.SelfAttention(
             self.layer_norm(hidden_states), position_bias=attention_bias, cache=cache,
-            output_attentions=output_attentions,
+            # `rotary` only when there is one: a subclass's forward without the argument keeps working
+            output_attentions=output_attentions, **({} if rotary is None else {"rotary": rotary}),
         )
         return hidden_states + self.dropout(output), weights
 
@@ -542,8 +579,9 @@ class T5Block(nn.Module):
         encoder_hidden_states: torch.Tensor | None = None,
         cache: Cache | None = None,
         output_attentions: bool = False,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        hidden_states, self_weights = self.layer[0](hidden_states, attention_bias, cache, output_attentions)
+        hidden_states, self_weights = self.layer[0](hidden_states, attention_bias, cache, output_attentions, rotary)
         hidden_states = clamp_fp16(hidden_states)
         cross_weights = None
         if encoder_hidden_states is not None:
@@ -567,6 +605,10 @@ class T5Stack(nn.Module):
 
     The relative position bias comes from block 0's table and is shared by every block (Mesh TF);
     it is computed once per call together with the mask (see the module docstring).
+    ``config.position_encoding`` (:mod:`t5lab.models.positions`) replaces it: ``"absolute"`` adds
+    ``embed_positions`` (a learned ``(max_position_embeddings, d_model)`` table) and
+    ``"sinusoidal"`` the fixed table to the input embeddings, ``"rotary"`` rotates the
+    self-attention queries and keys, ``"none"`` adds nothing; none of them has a bias table.
     """
 
     def __init__(
@@ -583,11 +625,18 @@ class T5Stack(nn.Module):
         self.has_cross_attention = is_decoder if cross_attention is None else cross_attention
         self.embed_tokens = embed_tokens if embed_tokens is not None else nn.Embedding(config.vocab_size, config.d_model)
         layers = config.num_layers if num_layers is None else num_layers
+        self.position_encoding = position_encoding_of(config)
+        relative = self.position_encoding == "relative"
         self.block = nn.ModuleList(
             [
-                T5Block(config, i == 0, i, is_decoder, self.has_cross_attention)
+                T5Block(config, relative and i == 0, i, is_decoder, self.has_cross_attention)
                 for i in range(layers)
             ]
+        )
+        self.embed_positions = (
+            nn.Embedding(getattr(config, "max_position_embeddings", 512), config.d_model)
+            if self.position_encoding == "absolute"
+            else None
         )
         self.final_layer_norm = T5LayerNorm(config.d_model, eps=config.layer_norm_epsilon)
         self.dropout = nn.Dropout(config.dropout_rate)
@@ -612,9 +661,15 @@ class T5Stack(nn.Module):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         past_key_values: Cache | None = None,
+        position_ids: torch.LongTensor | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPastAndCrossAttentions | tuple:
         """Run the stack; see the module docstring for the mask forms.
+
+        ``position_ids`` ``(B | 1, T)``: the tokens' positions for the absolute, sinusoidal and
+        rotary encodings (ignored by ``"relative"`` and ``"none"``). Default: from a 2D
+        ``attention_mask`` (``cumsum - 1``, so left padding does not shift a row), else
+        ``past .. past + T - 1``. A packed batch (a 4D mask) must pass them, restarting per segment.
 
         Returns:
             ``BaseModelOutputWithPastAndCrossAttentions``: ``last_hidden_state`` ``(B, T, d_model)``,
@@ -645,6 +700,9 @@ class T5Stack(nn.Module):
         if not use_cache:
             cache = None
 
+        rotary = None
+        if needs_position_ids(config):
+            inputs_embeds, rotary = self._apply_positions(inputs_embeds, attention_mask, cache, position_ids)
         attention_bias = self._attention_bias(attention_mask, cache, batch, length, inputs_embeds)
         cross_bias = None
         if encoder_hidden_states is not None and encoder_attention_mask is not None:
@@ -663,11 +721,12 @@ class T5Stack(nn.Module):
             if self.gradient_checkpointing and self.training:
                 run = getattr(self, "_gradient_checkpointing_func", None) or _checkpoint
                 hidden_states, self_weights, cross_weights = run(
-                    block, hidden_states, attention_bias, cross_bias, encoder_hidden_states, None, output_attentions
+                    block, hidden_states, attention_bias, cross_bias, encoder_hidden_states, None, output_attentions,
+                    rotary,
                 )
             else:
                 hidden_states, self_weights, cross_weights = block(
-                    hidden_states, attention_bias, cross_bias, encoder_hidden_states, cache, output_attentions
+                    hidden_states, attention_bias, cross_bias, encoder_hidden_states, cache, output_attentions, rotary
                 )
             if output_attentions:
                 all_self.append(self_weights)
@@ -685,6 +744,41 @@ class T5Stack(nn.Module):
         )
         output = BaseModelOutputWithPastAndCrossAttentions(**fields)
         return output if return_dict else output.to_tuple()
+
+    def _apply_positions(self, inputs_embeds, attention_mask, cache, position_ids):
+        """Absolute/sinusoidal: embeddings + position vectors; rotary: ``(cos, sin)`` for the blocks.
+
+        Returns ``(inputs_embeds, rotary or None)``."""
+        config = self.config
+        length, device = inputs_embeds.shape[1], inputs_embeds.device
+        self_cache = _self_attention_cache(cache)
+        past = self_cache.get_seq_length() if self_cache is not None else 0
+        derived = position_ids is None
+        if derived:
+            position_ids = position_ids_from_mask(attention_mask, length, past, device)
+        else:
+            position_ids = position_ids.to(device)
+            if position_ids.dim() == 1:
+                position_ids = position_ids[None]
+            if position_ids.shape[-1] != length:
+                raise ValueError(f"position_ids has shape {tuple(position_ids.shape)} but there are {length} tokens")
+        if self.position_encoding == "rotary":
+            base = getattr(config, "rotary_base", 10000.0)
+            return inputs_embeds, rotary_angles(position_ids, config.d_kv, base, dtype=inputs_embeds.dtype)
+        if self.position_encoding == "sinusoidal":
+            table = sinusoidal_embeddings(position_ids, config.d_model)  # (B | 1, T, D)
+            return inputs_embeds + table.to(inputs_embeds.dtype), None
+        limit = self.embed_positions.num_embeddings
+        # positions counted from `past` need no device sync to check; others are looked at
+        highest = past + length - 1 if derived and isinstance(past, int) and attention_mask is None else None
+        if highest is None and not torch.compiler.is_compiling():
+            highest = int(position_ids.max())
+        if highest is not None and highest >= limit:
+            raise ValueError(
+                f"position {highest} is beyond config.max_position_embeddings={limit}; "
+                "shorten the input or build the model with a larger max_position_embeddings"
+            )
+        return inputs_embeds + self.embed_positions(position_ids).to(inputs_embeds.dtype), None
 
     def _attention_bias(self, attention_mask, cache, batch, length, inputs_embeds) -> torch.Tensor | None:
         """The self-attention mask folded into block 0's position bias: ``(B | 1, H, T, K)`` float."""
@@ -763,6 +857,10 @@ class T5CorePreTrainedModel(PreTrainedModel):
             init.normal_(module.o.weight, mean=0.0, std=factor * (heads * d_kv) ** -0.5)
             if module.has_relative_attention_bias:
                 init.normal_(module.relative_attention_bias.weight, mean=0.0, std=factor * d_model**-0.5)
+        elif isinstance(module, T5Stack) and module.embed_positions is not None:
+            # the token embedding's scale (N(0, factor)), as the pseudo encoder's table and BERT/GPT-2
+            # (equal std for token and position), so both carry comparable weight
+            init.normal_(module.embed_positions.weight, mean=0.0, std=factor * 1.0)
 
     def _shift_right(self, input_ids: torch.Tensor) -> torch.Tensor:
         """T5's teacher forcing input: ``[decoder_start, x_0 .. x_{T-2}]``, -100 turned into pad."""

@@ -1,0 +1,177 @@
+"""Position encodings of the owned T5 core, as small pure functions (torch only).
+
+``config.position_encoding`` picks one (docs/positions.md):
+
+- ``"relative"`` (default): T5's learned relative position bias over log-spaced buckets (Raffel
+  et al. 2020, arXiv:1910.10683, sec. 2.1; t5x ``_relative_position_bucket``), computed by
+  :func:`t5lab.models.masks.t5_relative_position_bucket`; ``relative_attention_max_exact`` sets
+  how many of the buckets of one direction hold one distance each.
+- ``"absolute"``: a learned ``(max_position_embeddings, d_model)`` table added to the token
+  embeddings at the input of each stack (GPT-2 / BERT, Devlin et al. 2019, arXiv:1810.04805).
+- ``"sinusoidal"``: the fixed table of Vaswani et al. 2017 (arXiv:1706.03762, sec. 3.5),
+  :func:`sinusoidal_embeddings`, added like the learned one; computed, not a weight.
+- ``"rotary"``: RoPE (Su et al. 2021, RoFormer, arXiv:2104.09864, sec. 3.2-3.4) on the queries and
+  keys of self-attention, :func:`rotary_angles` / :func:`apply_rotary`, in the paper's
+  *interleaved* layout: dimensions ``(2i, 2i+1)`` form one 2x2 rotation.
+- ``"none"``: no position information (NoPE, Kazemnejad et al. 2023, arXiv:2305.19466); a causal
+  stack still orders its tokens through the mask.
+
+Position ids are 0-based token positions ``(B, T)``: :func:`position_ids_from_mask` derives them
+from a padding mask (so a left-padded row is positioned as it would be alone), packed rows use
+:func:`t5lab.models.masks.segment_positions`. Cross-attention carries no positions, as in T5.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+POSITION_ENCODINGS = ("relative", "absolute", "sinusoidal", "rotary", "none")
+
+# encodings that add a vector to the token embeddings at the stack input
+ADDITIVE = ("absolute", "sinusoidal")
+
+
+def position_encoding_of(config: Any) -> str:
+    """``config.position_encoding``; ``"relative"`` for configs without the field (a plain T5Config)."""
+    return getattr(config, "position_encoding", None) or "relative"
+
+
+def needs_position_ids(config: Any) -> bool:
+    """Whether the stack needs token positions (everything but relative buckets and NoPE)."""
+    return position_encoding_of(config) in ("absolute", "sinusoidal", "rotary")
+
+
+def check_position_config(config: Any, bidirectional: bool) -> None:
+    """Raise a one-line ``ValueError`` for position settings that cannot work.
+
+    Args:
+        config: A T5-style config with the position fields (missing fields take their defaults).
+        bidirectional: The variant has a bidirectional (encoder) stack, whose relative buckets are
+            split into two directions: ``relative_attention_max_exact`` must fit in half of them.
+    """
+    encoding = getattr(config, "position_encoding", "relative")
+    if encoding not in POSITION_ENCODINGS:
+        raise ValueError(
+            f"position_encoding={encoding!r} is unknown; use one of {', '.join(POSITION_ENCODINGS)}"
+        )
+    max_exact = getattr(config, "relative_attention_max_exact", None)
+    if max_exact is not None:
+        num_buckets = config.relative_attention_num_buckets
+        per_direction = num_buckets // 2 if bidirectional else num_buckets
+        if not 1 <= max_exact <= per_direction:
+            raise ValueError(
+                f"relative_attention_max_exact={max_exact} must be between 1 and the buckets of one direction, "
+                f"{per_direction} (relative_attention_num_buckets={num_buckets}"
+                f"{', halved for the bidirectional encoder' if bidirectional else ''}); raise the bucket count"
+            )
+        max_distance = config.relative_attention_max_distance
+        if max_exact < per_direction and max_distance <= max_exact:
+            raise ValueError(
+                f"relative_attention_max_distance={max_distance} must exceed relative_attention_max_exact="
+                f"{max_exact}: the log-spaced buckets cover the distances between them"
+            )
+    max_positions = getattr(config, "max_position_embeddings", 512)
+    if encoding == "absolute" and (max_positions is None or max_positions < 1):
+        raise ValueError(f"max_position_embeddings must be >= 1 for position_encoding='absolute', got {max_positions}")
+    if encoding == "rotary":
+        if config.d_kv % 2:
+            raise ValueError(f"position_encoding='rotary' rotates pairs of dimensions: d_kv must be even, got {config.d_kv}")
+        base = getattr(config, "rotary_base", 10000.0)
+        if not base > 1:
+            raise ValueError(f"rotary_base must be > 1 (RoFormer uses 10000), got {base}")
+
+
+# ---------------------------------------------------------------------------------------------
+# position ids
+# ---------------------------------------------------------------------------------------------
+
+
+def position_ids_from_mask(
+    attention_mask: torch.Tensor | None, length: int, past: int | torch.Tensor = 0, device: torch.device | None = None
+) -> torch.Tensor:
+    """Positions ``(B | 1, length)`` of the ``length`` new tokens that follow ``past`` cached ones.
+
+    With a 2D padding mask ``(B, past + length)`` (1 on real tokens) a token's position is the
+    number of real tokens before it, ``cumsum(mask) - 1`` (as transformers' ``generate`` computes
+    ``position_ids``), so left padding does not shift a row; padding positions get 0. Without a
+    mask (or a 4D one, which says nothing about padding) the positions are ``past .. past+length-1``.
+    """
+    if attention_mask is not None and attention_mask.dim() == 2:
+        if isinstance(past, int) and attention_mask.shape[-1] < past + length:
+            raise ValueError(
+                f"attention_mask covers {attention_mask.shape[-1]} positions but there are {past} cached + "
+                f"{length} new tokens"
+            )
+        mask = attention_mask.to(device=device, dtype=torch.long) if device is not None else attention_mask.long()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L)
+        index = torch.arange(length, device=positions.device) + past  # (T,), past may be a 0-d tensor
+        return positions.index_select(-1, index)  # (B, T)
+    return (torch.arange(length, device=device) + past)[None]  # (1, T)
+
+
+# ---------------------------------------------------------------------------------------------
+# sinusoidal table (Vaswani et al. 2017, sec. 3.5)
+# ---------------------------------------------------------------------------------------------
+
+
+def sinusoidal_embeddings(position_ids: torch.Tensor, dim: int, base: float = 10000.0) -> torch.Tensor:
+    """``PE(pos, 2i) = sin(pos / base^(2i/d))``, ``PE(pos, 2i+1) = cos(pos / base^(2i/d))``.
+
+    Args:
+        position_ids: Long tensor ``(..., T)``.
+        dim: Model width ``d`` (an odd ``d`` drops the last cosine).
+        base: 10000 in the paper.
+
+    Returns:
+        Float32 tensor ``(..., T, dim)``.
+    """
+    exponents = torch.arange(0, dim, 2, device=position_ids.device, dtype=torch.float32) / dim  # 2i/d
+    angles = position_ids.to(torch.float32)[..., None] / base**exponents  # (..., T, ceil(d/2))
+    table = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # (..., T, 2*ceil(d/2)), interleaved
+    return table[..., :dim]
+
+
+# ---------------------------------------------------------------------------------------------
+# rotary (Su et al. 2021, RoFormer)
+# ---------------------------------------------------------------------------------------------
+
+
+def rotary_angles(
+    position_ids: torch.Tensor, dim: int, base: float = 10000.0, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cos, sin)`` of the angles ``m * theta_i``, ``theta_i = base^(-2i/d)`` (RoFormer eq. 15), ``i < d/2``.
+
+    Args:
+        position_ids: Long tensor ``(B, T)`` (``m``).
+        dim: Head width ``d`` (even).
+        base: 10000 in the paper.
+        dtype: Dtype of the result (the angles are computed in float32).
+
+    Returns:
+        ``cos``, ``sin``, each ``(B, 1, T, d/2)``: broadcast over the heads of ``(B, H, T, d)``.
+    """
+    inv_freq = base ** -(torch.arange(0, dim, 2, device=position_ids.device, dtype=torch.float32) / dim)  # (d/2,)
+    angles = position_ids.to(torch.float32)[..., None] * inv_freq  # (B, T, d/2)
+    return angles.cos()[:, None].to(dtype), angles.sin()[:, None].to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair ``(x_2i, x_2i+1)`` by its angle (RoFormer eq. 34, the interleaved layout).
+
+    ``[x_2i, x_2i+1] -> [x_2i cos - x_2i+1 sin, x_2i sin + x_2i+1 cos]``. Why interleaved and not
+    GPT-NeoX's "rotate half" (pairs ``(i, i + d/2)``): it is the paper's matrix as written, so the
+    test checks it against the 2x2 definition directly; both are the same model up to a fixed
+    permutation of the q/k projection rows.
+
+    Args:
+        x: ``(B, H, T, d)`` queries or keys.
+        cos, sin: ``(B | 1, 1, T, d/2)`` from :func:`rotary_angles`.
+
+    Returns:
+        Tensor like ``x``.
+    """
+    even, odd = x[..., 0::2], x[..., 1::2]  # (B, H, T, d/2)
+    rotated = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1)  # (B, H, T, d/2, 2)
+    return rotated.flatten(-2)
