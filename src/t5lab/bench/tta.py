@@ -122,6 +122,7 @@ class Side:
     wall_s: float = 0.0  # side start to its end (the harness: test and final save included)
     test_exact_match: float | None = None  # the harness only
     losses: list[float] = field(default_factory=list)  # plain loop: the training loss of every step
+    vals: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # plain loop: (step, val metrics)
 
     @property
     def samples_per_s(self) -> float | None:
@@ -436,7 +437,7 @@ def plain_run(cfg: Any, max_steps: int | None = None, validate: bool = True) -> 
         opt.zero_grad(set_to_none=True)
         if sched is not None:
             sched.step()
-        side.losses.append(float(loss))
+        side.losses.append(float(loss.detach()))
         side.step_seconds += time.perf_counter() - step_start
         side.steps += 1
         side.samples += len(idx)
@@ -447,13 +448,16 @@ def plain_run(cfg: Any, max_steps: int | None = None, validate: bool = True) -> 
             metrics = validate_plain(model, cfg, data, device)
             last_val = side.steps
             _best(side, metrics)
+            side.vals.append((side.steps, metrics))
             if targets and reached(targets, metrics):
                 side.reached, side.time_to_target_s = True, time.perf_counter() - start
                 break
         if time_up:
             break
     if validate and data.val and last_val != side.steps:
-        _best(side, validate_plain(model, cfg, data, device))  # final weights, as run_experiment validates them
+        metrics = validate_plain(model, cfg, data, device)  # final weights, as run_experiment validates them
+        _best(side, metrics)
+        side.vals.append((side.steps, metrics))
     side.wall_s = time.perf_counter() - start
     return side
 
@@ -565,6 +569,7 @@ def _row(task: str, variant: str, recipe: Path, h: Side, p: Side, cap: float, or
 def _side_dict(s: Side) -> dict[str, Any]:
     d = asdict(s)
     d.pop("losses")
+    d.pop("vals")
     d["samples_per_s"] = s.samples_per_s
     return d
 
