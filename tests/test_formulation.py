@@ -180,3 +180,14 @@ def test_collate_packed_prefix_mask_per_segment(tok):
     # "ab</s>c</s>" (5) first, then "a</s>b</s>" (4): each segment's prefix is its input + separator
     assert batch["prefix_mask"][0].tolist() == [1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0]
     assert batch["segment_ids"][0].tolist() == [1, 1, 1, 1, 1, 2, 2, 2, 2, 0, 0, 0]
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "causal_lm", "prefix_lm"])
+def test_encode_all_with_the_char_fast_path_equals_the_tokenizer(tok, kind):
+    """encode_all takes the dict-lookup path for a char tokenizer: same examples as the tokenizer's."""
+    records = [Pair("abc", "cba"), Pair("a</s>bz" * 3, "j" * 30), Pair("", "q"), Pair("é", "hij ab")]
+    fast = Formulation(kind, tok, max_length=12)
+    slow = Formulation(kind, tok, max_length=12)
+    slow._char_encoder = None  # the tokenizer path
+    assert fast._char_encoder is not None
+    assert fast.encode_all(records) == slow.encode_all(records)

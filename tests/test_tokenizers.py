@@ -163,3 +163,24 @@ def test_known_size_is_the_built_tokenizer_s_size():
     assert known_size("char", alphabet="abca d") == len(build_tokenizer("char", alphabet="abca d"))
     assert known_size("char", alphabet="xy", extra_ids=0) == len(build_tokenizer("char", alphabet="xy", extra_ids=0))
     assert known_size("char") is None and known_size("unigram") is None and known_size("/some/dir") is None
+
+
+def test_char_encoder_equals_the_char_tokenizer(tmp_path, unigram):
+    """The dict-lookup fast path gives the tokenizer's own ids, added tokens and unknowns included."""
+    import random
+
+    from t5lab.tokenizers import CharEncoder
+
+    tok = build_tokenizer("char", alphabet="abcxyz019 \n")
+    rng = random.Random(0)
+    texts = ["", "abc", "a</s>b", "<extra_id_3>x", "<<pad>", "</", "x<unk>", "é ü\n", "Q"] + [
+        "".join(rng.choice("abcxyz<>/s\n éQ") for _ in range(rng.randint(0, 20))) for _ in range(300)
+    ]
+    expected = [list(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+    assert CharEncoder.for_tokenizer(tok)(texts) == expected
+    save_tokenizer(tok, tmp_path / "tok")
+    reloaded = CharEncoder.for_tokenizer(load_tokenizer(tmp_path / "tok"))
+    assert reloaded is not None and reloaded(texts) == expected
+    # not a char tokenizer: no fast path (the formulation then calls the tokenizer)
+    assert CharEncoder.for_tokenizer(build_tokenizer("byte")) is None
+    assert CharEncoder.for_tokenizer(unigram) is None

@@ -101,6 +101,9 @@ class Formulation:
         self.problem_type = problem_type
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 1
+        from t5lab.tokenizers import CharEncoder
+
+        self._char_encoder = CharEncoder.for_tokenizer(tokenizer)  # None: not a char tokenizer
 
     @classmethod
     def from_plan(cls, plan: Plan, tokenizer: Any) -> Formulation:
@@ -167,7 +170,10 @@ class Formulation:
         """Batch version of :meth:`_ids` (one tokenizer call: much faster than one per record)."""
         if not texts:
             return []
-        return [list(ids)[: self.max_length - 1] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        keep = self.max_length - 1
+        if self._char_encoder is not None:  # the char tokenizer's output, from a dict lookup
+            return [ids[:keep] for ids in self._char_encoder(texts)]
+        return [list(ids)[:keep] for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def encode(self, record: Any, index: int = 0, ids: tuple[list[int], list[int]] | None = None) -> Example:
         """Encode one task record (``Pair`` or ``Labelled``).

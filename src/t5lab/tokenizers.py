@@ -243,6 +243,54 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, path: str | os.PathLike) 
     return path
 
 
+class CharEncoder:
+    """Encodes text exactly as a char tokenizer of :func:`build_tokenizer` does, without its regex pass.
+
+    The ``tokenizers`` backend splits every character with a regex and looks each piece up; for
+    50,000 copy strings that is ~7 s of a 2-core CPU, a dict lookup per character ~0.3 s. A text that
+    holds the first character of any added token (``<pad>``, ``</s>``, ``<extra_id_N>`` ...) goes
+    through the tokenizer itself, which matches added tokens before splitting.
+    """
+
+    def __init__(self, vocab: dict[str, int], unk_id: int, tokenizer: PreTrainedTokenizerBase):
+        self.vocab, self.unk_id, self.tokenizer = vocab, unk_id, tokenizer
+        self.escape = frozenset(t[0] for t in tokenizer.get_added_vocab() if t)
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer: PreTrainedTokenizerBase) -> CharEncoder | None:
+        """The encoder when ``tokenizer`` is a char tokenizer built here (also after a reload), else None."""
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None or tokenizer.unk_token_id is None:
+            return None
+        try:
+            spec = json.loads(backend.to_str())
+        except Exception:  # noqa: BLE001 - a backend that cannot describe itself gets no fast path
+            return None
+        pre, model = spec.get("pre_tokenizer") or {}, spec.get("model") or {}
+        if (
+            spec.get("normalizer") is not None
+            or model.get("type") != "WordLevel"
+            or pre.get("type") != "Split"
+            or pre.get("pattern") != {"Regex": r"[\s\S]"}
+            or pre.get("behavior") != "Isolated"
+            or pre.get("invert")
+        ):
+            return None
+        vocab = {t: i for t, i in model.get("vocab", {}).items() if len(t) == 1}
+        return cls(vocab, tokenizer.unk_token_id, tokenizer)
+
+    def __call__(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, no special tokens added."""
+        get, unk, escape = self.vocab.get, self.unk_id, self.escape
+        out = []
+        for text in texts:
+            if escape and not escape.isdisjoint(text):
+                out.append(list(self.tokenizer(text, add_special_tokens=False)["input_ids"]))
+            else:
+                out.append([get(c, unk) for c in text])
+        return out
+
+
 def encode_lengths(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[int]:
     """Token counts (eos included) of ``texts``: handy for choosing ``max_length``."""
     return [len(ids) for ids in tokenizer(list(texts))["input_ids"]]
