@@ -523,6 +523,7 @@ def time_to_accuracy(tasks: Any = None, variants: Any = None, time_cap_s: float 
         time to target when both reach it, harness / plain training samples/s when neither does.
     """
     from t5lab.config import load_config
+    from t5lab.train.run import check_runtime
 
     if time_cap_s is None or not time_cap_s > 0:
         raise T5LabError(f"--time-cap {time_cap_s}: give a positive number of seconds")
@@ -541,6 +542,7 @@ def time_to_accuracy(tasks: Any = None, variants: Any = None, time_cap_s: float 
                 continue
             ov = cell_overrides(time_cap_s, overrides)
             cfg = load_config(raw, ov)
+            check_runtime(cfg)  # what the harness would refuse, refused before either side runs
             check_plain(cfg)
             print(f"{CASE} {task}/{variant}: {path.name}, cap {time_cap_s:g} s")
             # alternate which side runs first, so that neither always runs on a warmer machine
@@ -582,6 +584,11 @@ HEAD = ("task", "variant", "recipe", "reached (h/p)", "s to target harness", "s 
         "best val EM (h/p)", "test EM harness", "train samples/s harness", "train samples/s plain", "ratio h/p")
 
 
+# the console table's headers, short enough for an 80-column terminal (the Markdown keeps HEAD)
+SHORT_HEAD = ("task", "variant", "recipe", "reached h/p", "s h", "s p", "steps h/p", "best EM h/p", "test EM h",
+              "smp/s h", "smp/s p", "ratio h/p")
+
+
 def _f(x: float | None, fmt: str) -> str:
     return "-" if x is None else f"{x:{fmt}}"
 
@@ -598,7 +605,7 @@ def table_rows(rows: list[Comparison]) -> list[list[str]]:
             continue
         e = r.extra
         if "skipped" in e:
-            out.append([e["task"], e["variant"], "skipped: no recipe", *["-"] * (len(HEAD) - 3)])
+            out.append([e["task"], e["variant"], "skipped: no recipe", *["-"] * (len(HEAD) - 3)])  # listed, not run
             continue
         h, p = e["harness"], e["plain"]
         ratio = r.raw_ratio
@@ -634,8 +641,8 @@ def markdown(rows: list[Comparison], command: str | None = None) -> str:
 def rich_table(rows: list[Comparison]):
     from rich.table import Table
 
-    table = Table(title=f"t5lab bench {CASE} (h = harness, p = plain loop)")
-    for col in HEAD:
+    table = Table(title=f"t5lab bench {CASE} (h = harness, p = plain loop; s: to target; smp/s: training samples/s)")
+    for col in SHORT_HEAD:
         table.add_column(col, overflow="fold")
     for cells in table_rows(rows):
         table.add_row(*cells)
