@@ -206,7 +206,13 @@ def packed_forward(model: Any, batch: dict[str, torch.Tensor]) -> Any:
         decoder_input_ids = shift_right_per_segment(
             labels, target_segments, config.decoder_start_token_id, config.pad_token_id
         )  # (R, Lt)
+        if "decoder_position_ids" in inspect.signature(model.forward).parameters:
+            # decoder positions (rotary / absolute, docs/positions.md) restart in each target segment
+            decoder_extra = {"decoder_position_ids": masks.segment_positions(target_segments)}  # (R, Lt)
+        else:
+            decoder_extra = {}
         return model(
+            **decoder_extra,
             encoder_outputs=encoder_outputs,
             attention_mask=_additive(masks.segment_mask(target_segments, segments), dtype),  # (R, 1, Lt, Ls)
             decoder_input_ids=decoder_input_ids,
