@@ -175,3 +175,26 @@ def test_time_to_accuracy_runs_only_when_named():
     from t5lab.bench.cases import CASES, OPT_IN
 
     assert "time_to_accuracy" in CASES and "time_to_accuracy" in OPT_IN
+
+
+def test_cli_passes_the_case_options_and_writes_the_table(tmp_path, monkeypatch):
+    from t5lab.bench import cases
+    from t5lab.bench.core import Comparison
+    from t5lab.cli import main
+
+    seen = {}
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        return [Comparison("time_to_accuracy", f"copy/{v}", "plain_loop", "skipped", None, None, "record",
+                           extra={"task": "copy", "variant": v, "skipped": "no recipe"}) for v in kwargs["variants"]]
+
+    monkeypatch.setitem(cases.CASES, "time_to_accuracy", fake)
+    md = tmp_path / "t.md"
+    argv = ["bench", "time_to_accuracy", "--tasks", "copy", "--variants", "gpt2,t5", "--time-cap", "5",
+            "--out", str(tmp_path / "b.json"), "--markdown", str(md)]
+    assert main(argv) == 0
+    assert seen["tasks"] == ("copy",) and seen["variants"] == ("gpt2", "t5") and seen["time_cap_s"] == 5.0
+    text = md.read_text()
+    assert text.startswith("Made by `t5lab bench time_to_accuracy --tasks copy --variants gpt2,t5 --time-cap 5`")
+    assert sum(ln.startswith("| copy |") for ln in text.splitlines()) == 2

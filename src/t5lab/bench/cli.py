@@ -68,7 +68,7 @@ def _bench(args: argparse.Namespace) -> int:
 
         parts = [markdown_table(others)] if others else []
         if tta:
-            parts.append(tta_table.markdown(rows))
+            parts.append(tta_table.markdown(rows, command=_command(args)))
         atomic_write_text(args.markdown, "\n\n".join(parts) + "\n")
     console = Console()
     if others:
@@ -80,3 +80,13 @@ def _bench(args: argparse.Namespace) -> int:
         console.print(tta_table.rich_table(rows))
     console.print(f"raw numbers: {args.out}")
     return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The ``t5lab bench`` command line that makes this table (for the Markdown's heading)."""
+    words = ["t5lab", "bench", *args.cases]
+    for flag, value in (("--tasks", args.tasks), ("--variants", args.variants), ("--time-cap", args.time_cap),
+                        ("--threads", args.threads), ("--shape", args.shape)):
+        if value is not None:
+            words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return " ".join(words)
