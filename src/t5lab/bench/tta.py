@@ -3,8 +3,10 @@
 For each original task (the seed harness's definitions, ``data.options: {preset: seed}``) and each
 variant, a *cell* takes the task's recipe (``configs/recipes/<task>-<variant>.yaml``, else
 ``configs/recipes/<task>.yaml`` with ``model.variant=<variant>``), runs it through the harness
-(:func:`t5lab.train.run.train`, what ``t5lab train`` runs) and then, in the same process with the
-same thread count, through :func:`plain_run`: a loop written without Lightning that builds the same
+(:func:`t5lab.train.run.train`, what ``t5lab train`` runs) and, in the same process with the same
+thread count, through :func:`plain_run` (which side goes first alternates from cell to cell): a
+loop written without Lightning (batches collated in-process, whatever ``train.num_workers``) that
+builds the same
 model (same seed, same init), feeds the same tokenised batches in the same order (t5lab's samplers
 and collate), steps the same optimizer, schedule and gradient clipping, and validates the same
 examples at the same steps with the same greedy decoding (transformers' ``generate``, KV cache).
@@ -26,7 +28,6 @@ import json
 import math
 import os
 import random
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -620,14 +621,14 @@ def table_rows(rows: list[Comparison]) -> list[list[str]]:
 
 
 def markdown(rows: list[Comparison], command: str | None = None) -> str:
-    """The table as Markdown, headed by the command that made it and the machine it ran on."""
+    """The table as Markdown, headed by the command that made it (``t5lab bench`` passes its own
+    command line; None: no such line) and the machine it ran on."""
     import torch
 
     cap = next((r.extra.get("time_cap_s") for r in rows if r.case == CASE and "time_cap_s" in r.extra), None)
-    cmd = command if command is not None else " ".join(["t5lab", *sys.argv[1:]]) if sys.argv[1:] else None
     lines = []
-    if cmd:
-        lines.append(f"Made by `{cmd}`")
+    if command:
+        lines.append(f"Made by `{command}`")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     lines.append(f"({os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
                  f"load {_f(load, '.1f')} at the end; cap {_f(cap, 'g')} s per side; h = harness, p = plain loop)")
