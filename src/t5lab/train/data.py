@@ -1,15 +1,16 @@
 """LightningDataModule: task splits -> encoded examples -> seeded, rank-sharded batches.
 
 Exact resume needs the data order to be a pure function of (seed, epoch): :class:`EpochSampler`
-draws each epoch's permutation from its own generator seeded with ``seed + epoch`` (Lightning
-calls ``set_epoch`` at every epoch start, also after a restore), and every DataLoader gets a
-seeded ``generator`` so that creating an iterator never consumes the global torch RNG.
+draws each epoch's permutation from its own generator seeded with ``seed + epoch`` (the training
+loader, a :class:`ResumableLoader`, sets the trainer's epoch at every epoch start and continues a
+checkpointed epoch where it stopped), and every DataLoader gets a seeded ``generator`` so that
+creating an iterator never consumes the global torch RNG.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning.pytorch as pl
@@ -114,6 +115,60 @@ class EvalCollator:
         return out
 
 
+class ResumableLoader(DataLoader):
+    """The training DataLoader: its epoch's order comes from the trainer's epoch, and it resumes
+    through Lightning's stateful-loader protocol. Two Lightning 2.6 behaviours on a restart from an
+    epoch-end checkpoint made a resumed run differ from an uninterrupted one
+    (tests/train/test_resume_identity.py):
+
+    - when the epoch's last batch was not a validation step, ``TrainingEpochLoop`` finds the epoch
+      not done (it waits for a validation while restarting) and asks for one more batch;
+    - ``set_epoch`` is given ``epoch_progress.current.processed``, which after such a restart runs
+      one ahead of ``trainer.current_epoch``: every later epoch would take the next one's order.
+
+    So the order is set from ``epoch()`` (the trainer's current epoch; None: the sampler's own) at
+    the first ``next()``, after Lightning's ``set_epoch``. Lightning keeps ``state_dict()`` (the epoch
+    and the batches handed out in it) in the checkpoint (``loops.fit_loop.state_dict.combined_loader``)
+    and gives it to ``load_state_dict`` before the restart's first ``iter()``, which then yields only
+    the rest of that epoch: nothing after an epoch-end checkpoint.
+    """
+
+    def __init__(self, *args: Any, epoch: Callable[[], int | None] = lambda: None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._epoch = epoch
+        self._position = (0, 0)  # (epoch, batches handed out in it)
+        self._restored: tuple[int, int] | None = None
+
+    def _ordering(self) -> Any:
+        """What holds the epoch: the bucketing batch sampler, else the sampler (:class:`EpochSampler`)."""
+        return self.batch_sampler if hasattr(self.batch_sampler, "set_epoch") else self.sampler
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, batches = self._position
+        return {"epoch": epoch, "batches": batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._restored = (int(state["epoch"]), int(state["batches"]))
+
+    def __iter__(self) -> Iterator[Any]:
+        restored, self._restored = self._restored, None
+        return self._batches(restored)
+
+    def _batches(self, restored: tuple[int, int] | None) -> Iterator[Any]:
+        ordering = self._ordering()
+        epoch, skip = restored or (self._epoch(), 0)
+        if epoch is None:
+            epoch = ordering.epoch
+        ordering.set_epoch(epoch)
+        self._position = (epoch, skip)
+        if skip >= len(self):
+            return
+        for i, batch in enumerate(super().__iter__()):
+            if i >= skip:  # a mid-epoch restore: the batches before it were trained already
+                self._position = (epoch, i + 1)
+                yield batch
+
+
 class T5LabDataModule(pl.LightningDataModule):
     """Batches of the train / val / test splits for one formulation.
 
@@ -166,10 +221,10 @@ class T5LabDataModule(pl.LightningDataModule):
             from t5lab.train.fast import BucketBatchSampler, example_length
 
             batches = BucketBatchSampler([example_length(e) for e in examples], self.batch_size, self.seed, rank, world)
-            return DataLoader(ExampleDataset(examples), batch_sampler=batches, collate_fn=self._train_collator(),
-                              num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed),
-                              persistent_workers=self.num_workers > 0)
-        return DataLoader(
+            return ResumableLoader(ExampleDataset(examples), batch_sampler=batches, collate_fn=self._train_collator(),
+                                   num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed),
+                                   persistent_workers=self.num_workers > 0, epoch=self._current_epoch)
+        return (ResumableLoader if train else DataLoader)(
             ExampleDataset(examples),
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,
@@ -178,7 +233,11 @@ class T5LabDataModule(pl.LightningDataModule):
             # a seeded generator: creating iterators must not draw from the global RNG
             generator=torch.Generator().manual_seed(self.seed),
             persistent_workers=self.num_workers > 0,
+            **({"epoch": self._current_epoch} if train else {}),
         )
+
+    def _current_epoch(self) -> int | None:
+        return self.trainer.current_epoch if self.trainer is not None else None
 
     def _train_collator(self) -> TrainCollator:
         return TrainCollator(self.formulation, self.packing, self.pack_length)

@@ -1,0 +1,89 @@
+"""Resumed == uninterrupted for a run killed after an epoch-end checkpoint, when the validation
+interval does not divide the epoch (the copy recipe's case: 782 bucketed batches per epoch,
+val_check_interval 200; the resumed run logged another val_loss at step 4800).
+
+Lightning 2.6 restarting from a checkpoint written at a training epoch's end, whose last batch was
+not a validation batch, finds the epoch "not done" (TrainingEpochLoop._is_validation_done is False
+while restarting until a validation has run) and trains one more batch from a fresh iterator of
+the training loader: an extra step in the finished epoch, and every later step, val_loss and weight
+shifted by one. The training loader is resumable (t5lab.train.data.ResumableLoader): the restart's
+iterator yields only what the checkpointed epoch had left, nothing at an epoch end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from t5lab import rundir
+from t5lab.train.run import resume, train
+from tests.train.conftest import tiny
+
+# 100 examples of 1-8 symbols, batch 8: 13 (bucketed or not) batches per epoch; validation every
+# 5 steps (does not divide 13); 30 steps: 2 epoch-end checkpoints (13, 26) and part of epoch 3.
+# Dropout, a linear schedule, val_examples and an unreachable stop_at: the state that must survive.
+EPOCH = 13
+
+
+def config(variant: str, bucketing: bool) -> dict:
+    return tiny(
+        name=f"identity-{variant}-{bucketing}",
+        model={"variant": variant, "d_model": 32, "d_ff": 64, "d_kv": 16, "dropout": 0.1},
+        data={"options": {"min_len": 1, "max_len": 8, "alphabet": "abcd"}, "train": 100, "val": 8, "test": 8,
+              "max_length": 10, "bucketing": bucketing},
+        train={"max_steps": 30, "val_check_interval": 5, "val_examples": 4, "schedule": "linear", "warmup_steps": 3,
+               "lr": 3e-3, "log_every_n_steps": 1, "stop_at": {"val_exact_match": 0.999}},
+    )
+
+
+def killed_after_step(out, raw, step: int):
+    """A training process ended like ``kill -9`` right after training step ``step``; its run directory."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.environ[rundir.FAULT_ENV] = f"step:{step}"  # RunGuard.on_train_batch_end's fault point
+            rundir._fault_counts.clear()
+            with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+                train(raw, out=out, progress=False)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 137, f"the fault at step {step} did not end the run"
+    [run] = list(out.glob(f"{raw['name']}/*"))
+    return run
+
+
+@pytest.mark.parametrize(("variant", "bucketing"), [("gpt2", True), ("decoder_only", True), ("gpt2", False)])
+def test_resume_after_epoch_end_checkpoint_equals_uninterrupted(tmp_path, variant, bucketing):
+    raw = config(variant, bucketing)
+    [reference] = train(raw, out=tmp_path / "ref", progress=False)
+    ref = reference.run_dir
+
+    run = killed_after_step(tmp_path / "killed", raw, EPOCH + 3)  # 3 steps into epoch 2: they are lost
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == EPOCH and EPOCH % 5 != 0  # the epoch-end checkpoint, not a validation step
+    resume(run, progress=False)
+
+    # every row: train_loss of every step, val_* every 5 steps, the same epoch column, the test row
+    assert (run / "metrics.csv").read_text() == (ref / "metrics.csv").read_text()
+    assert (run / "samples.txt").read_text() == (ref / "samples.txt").read_text()
+    a, b = load_file(ref / "model" / "model.safetensors"), load_file(run / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=0, msg=k)
+    # the run's last checkpoint (epoch 2's end) holds the same optimizer and scheduler state
+    end_a = torch.load(ref / "checkpoints" / "last.ckpt", weights_only=True)
+    end_b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert end_b["global_step"] == end_a["global_step"] == 30
+    assert end_b["lr_schedulers"] == end_a["lr_schedulers"]
+    sa, sb = end_a["optimizer_states"][0]["state"], end_b["optimizer_states"][0]["state"]
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        for name in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(sb[i][name], sa[i][name], rtol=0, atol=0)
