@@ -15,7 +15,6 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -343,21 +342,28 @@ def test_stale_lock_of_a_dead_process_is_taken_over(reference, tmp_path, capsys)
 
 
 def test_two_resumes_at_once_one_is_refused(reference, tmp_path, capsys):
-    """A second `t5lab train --resume` while a first one runs is refused; samples.txt is not doubled."""
+    """A second `t5lab train --resume` while a first one runs is refused; samples.txt is not doubled.
+
+    The two processes hand over through pipes, not deadlines: the first one says when it holds the
+    lock and then blocks until the test has tried the second one (a wait of 60 s there let a starved
+    test process find the run already finished). If the test fails, closing the pipe releases it.
+    """
     run = killed_run(tmp_path, "last_ckpt_tmp:2")
-    go = tmp_path / "go"
+    locked_r, locked_w = os.pipe()  # first process -> test: "I hold the lock"
+    go_r, go_w = os.pipe()  # test -> first process: "go on" (or EOF: the test ended)
     pid = os.fork()
     if pid == 0:  # the first process: holds the lock until the test has tried the second one
         code = 1
         try:
+            os.close(locked_r)
+            os.close(go_w)
             from t5lab.train import run as run_mod
 
             clean = run_mod._clean_stale
 
-            def wait_then_clean(path):
-                deadline = time.time() + 60
-                while not go.exists() and time.time() < deadline:
-                    time.sleep(0.02)
+            def wait_then_clean(path):  # called right after the lock is taken
+                os.write(locked_w, b"1")
+                os.read(go_r, 1)
                 clean(path)
 
             run_mod._clean_stale = wait_then_clean
@@ -365,15 +371,19 @@ def test_two_resumes_at_once_one_is_refused(reference, tmp_path, capsys):
                 code = resume(run)
         finally:
             os._exit(code)
-    deadline = time.time() + 60
-    while rundir.RunLock(run)._holder() in (None, {}) or rundir.RunLock(run)._holder().get("pid") != pid:
-        assert time.time() < deadline, "the first process never took the lock"  # (the killed run's is stale)
-        time.sleep(0.02)
-    assert resume(run) == 2
-    line = one_error_line(capsys)
-    assert "is in use by train" in line and f"pid {pid} " in line
-    go.touch()
-    _, status = os.waitpid(pid, 0)
+    os.close(locked_w)
+    os.close(go_r)
+    try:
+        assert os.read(locked_r, 1) == b"1", "the first process ended before it took the lock"
+        assert rundir.RunLock(run)._holder()["pid"] == pid  # its own lock, not the killed run's stale one
+        assert resume(run) == 2
+        line = one_error_line(capsys)
+        assert "is in use by train" in line and f"pid {pid} " in line
+        os.write(go_w, b"1")
+    finally:
+        os.close(go_w)
+        os.close(locked_r)
+        _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert_same_as(run, reference)
 
