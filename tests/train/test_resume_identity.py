@@ -87,3 +87,41 @@ def test_resume_after_epoch_end_checkpoint_equals_uninterrupted(tmp_path, varian
     for i in sa:
         for name in ("exp_avg", "exp_avg_sq"):
             torch.testing.assert_close(sb[i][name], sa[i][name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bucketing", [True, False])
+def test_resumable_loader_state_continues_the_epoch(bucketing):
+    """The loader's state: a restored loader's first iteration yields what the epoch had left (none
+    after its end), and the next one the following epoch's order, whatever set_epoch said before."""
+    from t5lab.train.data import EpochSampler, ResumableLoader
+    from t5lab.train.fast import BucketBatchSampler
+
+    def loader(epoch):
+        if bucketing:
+            return ResumableLoader(list(range(20)), batch_sampler=BucketBatchSampler([i % 5 for i in range(20)], 4, seed=3),
+                                   collate_fn=list, epoch=lambda: epoch[0])
+        return ResumableLoader(list(range(20)), batch_size=4, sampler=EpochSampler(20, 3, shuffle=True), collate_fn=list,
+                               epoch=lambda: epoch[0])
+
+    current = [1]
+    first = loader(current)
+    epoch1 = list(first)
+    current[0] = 2
+    epoch2 = list(first)
+    assert len(epoch1) == 5 and epoch1 != epoch2 and sorted(sum(epoch1, [])) == list(range(20))
+
+    current[0] = 1
+    it = iter(first)
+    taken = [next(it), next(it)]
+    assert first.state_dict() == {"epoch": 1, "batches": 2}
+    again = loader([99])  # the trainer's epoch is not read for the restored iteration
+    again.load_state_dict(first.state_dict())
+    assert taken + list(again) == epoch1
+    assert again.state_dict() == {"epoch": 1, "batches": 5}
+
+    trainer_epoch = [1]
+    ended = loader(trainer_epoch)
+    ended.load_state_dict({"epoch": 1, "batches": 5})  # an epoch-end checkpoint
+    assert list(ended) == []
+    trainer_epoch[0] = 2
+    assert list(ended) == epoch2
