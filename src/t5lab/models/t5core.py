@@ -94,7 +94,6 @@ from t5lab.models.masks import (
 )
 from t5lab.models.positions import (
     apply_rotary,
-    needs_position_ids,
     position_encoding_of,
     position_ids_from_mask,
     rotary_angles,
@@ -701,7 +700,7 @@ class T5Stack(nn.Module):
             cache = None
 
         rotary = None
-        if needs_position_ids(config):
+        if self.position_encoding in ("absolute", "sinusoidal", "rotary"):  # what this stack was built with
             inputs_embeds, rotary = self._apply_positions(inputs_embeds, attention_mask, cache, position_ids)
         attention_bias = self._attention_bias(attention_mask, cache, batch, length, inputs_embeds)
         cross_bias = None
