@@ -314,6 +314,10 @@ def test_absolute_positions_beyond_the_table_are_an_error():
     ({"relative_attention_max_exact": 3, "relative_attention_max_distance": 3}, "must exceed"),
     ({"position_encoding": "rotary", "d_kv": 5}, "d_kv must be even"),
     ({"position_encoding": "rotary", "rotary_base": 1}, "rotary_base"),
+    ({"rotary_base": "abc"}, "rotary_base='abc' must be a number"),
+    ({"relative_attention_max_exact": "4"}, "must be an integer or None"),
+    ({"position_encoding": "absolute", "max_position_embeddings": 0}, "max_position_embeddings=0"),
+    ({"max_position_embeddings": "64"}, "max_position_embeddings='64'"),
 ])
 def test_config_rejects_bad_position_settings_in_one_line(config_class, overrides, match):
     extra = {"num_labels": 3} if config_class is EncT5Config else {}

@@ -56,7 +56,19 @@ def check_position_config(config: Any, bidirectional: bool) -> None:
         raise ValueError(
             f"position_encoding={encoding!r} is unknown; use one of {', '.join(POSITION_ENCODINGS)}"
         )
+    # the fields' types too: these configs' dataclass type checks do not run (a string got through)
     max_exact = getattr(config, "relative_attention_max_exact", None)
+    if max_exact is not None and (isinstance(max_exact, bool) or not isinstance(max_exact, int)):
+        raise ValueError(f"relative_attention_max_exact={max_exact!r} must be an integer or None (T5's half)")
+    base = getattr(config, "rotary_base", 10000.0)
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 1:
+        raise ValueError(f"rotary_base={base!r} must be a number > 1 (RoFormer uses 10000)")
+    max_positions = getattr(config, "max_position_embeddings", 512)
+    # the range only matters for the absolute table (pseudo_dec's own check covers its encoder's)
+    if isinstance(max_positions, bool) or not isinstance(max_positions, int) or (
+        encoding == "absolute" and max_positions < 1
+    ):
+        raise ValueError(f"max_position_embeddings={max_positions!r} must be an integer >= 1 (the longest sequence)")
     if max_exact is not None:
         num_buckets = config.relative_attention_num_buckets
         per_direction = num_buckets // 2 if bidirectional else num_buckets
@@ -72,15 +84,8 @@ def check_position_config(config: Any, bidirectional: bool) -> None:
                 f"relative_attention_max_distance={max_distance} must exceed relative_attention_max_exact="
                 f"{max_exact}: the log-spaced buckets cover the distances between them"
             )
-    max_positions = getattr(config, "max_position_embeddings", 512)
-    if encoding == "absolute" and (max_positions is None or max_positions < 1):
-        raise ValueError(f"max_position_embeddings must be >= 1 for position_encoding='absolute', got {max_positions}")
-    if encoding == "rotary":
-        if config.d_kv % 2:
-            raise ValueError(f"position_encoding='rotary' rotates pairs of dimensions: d_kv must be even, got {config.d_kv}")
-        base = getattr(config, "rotary_base", 10000.0)
-        if not base > 1:
-            raise ValueError(f"rotary_base must be > 1 (RoFormer uses 10000), got {base}")
+    if encoding == "rotary" and config.d_kv % 2:
+        raise ValueError(f"position_encoding='rotary' rotates pairs of dimensions: d_kv must be even, got {config.d_kv}")
 
 
 # ---------------------------------------------------------------------------------------------
