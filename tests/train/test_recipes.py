@@ -1,0 +1,63 @@
+"""Shipped recipes (src/t5lab/configs/recipes/*.yaml): each resolves, keeps its task's seed definition,
+fits its longest example into data.max_length, and trains end to end when overridden to tiny sizes."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pytest
+
+from t5lab.config import load_plans
+from t5lab.tasks import build_splits
+from t5lab.tokenizers import encode_lengths
+from t5lab.train.run import build_tokenizer_for, train
+
+RECIPES = resources.files("t5lab") / "configs" / "recipes"
+NAMES = sorted(p.name for p in RECIPES.iterdir() if p.name.endswith(".yaml"))
+
+# the longest input/target, in characters (= char tokens, eos not counted), of each task's seed preset,
+# worked out by hand from src/t5lab/tasks/synthetic.py
+LONGEST = {
+    "sort": 60,  # 60 symbols
+    "numbersort": 30 * 3 + 29,  # 30 three-digit numbers and the spaces between them
+    "long_addition": 20 + 1 + 20,  # "a+b" with two 20-digit operands (the sum has at most 21 digits)
+}
+
+# a few steps on a few examples: the recipe's model, task and schedule, seconds instead of minutes
+TINY = ["data.train=64", "data.val=8", "data.test=8", "train.max_steps=3", "train.val_check_interval=3",
+        "train.val_examples=8", "train.eval_batch_size=8", "train.batch_size=8", "train.warmup_steps=1",
+        "train.log_every_n_steps=1"]
+
+
+def test_the_recipes_listed_here_are_shipped():
+    assert {"copy.yaml", "sort.yaml", "numbersort.yaml", "long_addition.yaml"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_recipe_is_its_seed_task_with_a_stop_target(name):
+    [(plan, _)] = load_plans(str(RECIPES / name), [])
+    cfg = plan.cfg
+    assert cfg.data.options.get("preset") == "seed" and cfg.data.test == 1000
+    space = plan.task.space_size()
+    assert cfg.data.train == (50000 if space is None else min(50000, space))
+    assert cfg.train.stop_at and cfg.data.val > 0 and cfg.trainer.num_threads == 1
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n.split("-")[0].removesuffix(".yaml") in LONGEST])
+def test_recipe_max_length_fits_the_longest_example(name):
+    [(plan, _)] = load_plans(str(RECIPES / name), [])
+    cfg = plan.cfg
+    longest = LONGEST[cfg.data.task]
+    assert longest + 1 <= cfg.data.max_length  # + eos: nothing is truncated
+    # and the hand count is the real one: 3000 drawn examples reach it, through the recipe's tokenizer
+    splits = build_splits(plan.task, 3000, 0, 0, cfg.data.seed)
+    rows = splits["train"]
+    lengths = encode_lengths(build_tokenizer_for(cfg, plan.task, splits), [r.input for r in rows] + [r.target for r in rows])
+    assert max(lengths) == longest + 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_recipe_trains_end_to_end_when_tiny(name, tmp_path):
+    [result] = train(str(RECIPES / name), TINY, out=tmp_path, progress=False)
+    assert (result.run_dir / "DONE").exists()
+    assert "val_exact_match" in result.metrics and "test_exact_match" in result.metrics
