@@ -32,6 +32,7 @@ import shutil
 import socket
 import struct
 import tempfile
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -464,7 +465,11 @@ def load_checkpoint(path: str | os.PathLike, verify_hash: bool | None = None) ->
         verify(path)
     fix = "delete it to resume from an older checkpoint, or start a new run"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # a raw pickle (not torch.save's format) makes torch warn about its protocol before the
+            # refusal below: the user gets the one error line only
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise RunDirError(f"{path}: holds objects other than tensors and plain values; refusing to unpickle it; {fix}") from None
     except FileNotFoundError:
