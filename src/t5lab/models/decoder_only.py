@@ -55,7 +55,7 @@ from t5lab.models.t5core import (
 
 logger = logging.getLogger("t5lab")
 
-__all__ = ["T5DecoderOnlyConfig", "T5DecoderOnlyForCausalLM", "T5PrefixLMSelfAttention"]
+__all__ = ["T5DecoderOnlyConfig", "T5DecoderOnlyForCausalLM", "T5PrefixLMSelfAttention", "TiedLMHead"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,6 +189,56 @@ def _decoder_only_stack(config: T5DecoderOnlyConfig, embed_tokens: nn.Embedding)
     return stack
 
 
+class _FreshWeightGradLinear(torch.autograd.Function):
+    """``F.linear(x, weight)`` whose weight gradient is a fresh tensor rather than a view.
+
+    Autograd's own linear returns the weight gradient as a transpose of a transpose of an ``mm``
+    result; that view keeps a second reference to its storage, so when the weight is tied to the
+    input embedding (T5's shared table) autograd cannot add the embedding's gradient into it in
+    place (``torch/csrc/autograd/input_buffer.cpp``, ``can_accumulate_inplace``) and allocates a
+    third ``(vocab, d_model)`` tensor every step (64 MB at the t5-small shape, fresh pages each
+    time). The products are autograd's own (``grad @ W``, ``grad^T @ x``, the same ``mm`` calls),
+    so outputs and gradients are bit-identical (tests/models/test_t5core_speed_paths.py).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(hidden, weight)
+        return nn.functional.linear(hidden, weight)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        hidden, weight = ctx.saved_tensors
+        flat = grad.reshape(-1, grad.shape[-1])  # (N, V)
+        grad_hidden = flat.mm(weight).view(hidden.shape) if ctx.needs_input_grad[0] else None
+        grad_weight = flat.t().mm(hidden.reshape(-1, hidden.shape[-1])) if ctx.needs_input_grad[1] else None
+        return grad_hidden, grad_weight
+
+
+class TiedLMHead(nn.Linear):
+    """The LM head: an ``nn.Linear`` (same parameters, hooks, state dict) whose weight gradient can be
+    accumulated in place with the tied embedding's (:class:`_FreshWeightGradLinear`).
+
+    Falls back to ``nn.Linear.forward`` wherever the custom backward is not plainly the same:
+    a bias, autocast (mixed dtypes in the backward), torch.compile (it traces ``nn.Linear``
+    itself), or nothing to differentiate.
+    """
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        if (
+            self.bias is None
+            and torch.is_grad_enabled()
+            and isinstance(weight, torch.Tensor)
+            and weight.requires_grad
+            and hidden.dtype == weight.dtype
+            and not torch.compiler.is_compiling()
+            and not torch.is_autocast_enabled(hidden.device.type)
+        ):
+            return _FreshWeightGradLinear.apply(hidden, weight)
+        return super().forward(hidden)
+
+
 def _slice_logits_to_keep(hidden: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
     """The hidden states whose logits are wanted (transformers' ``logits_to_keep`` convention)."""
     if isinstance(logits_to_keep, int):
@@ -231,7 +281,7 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
         self.model_dim = config.d_model
         self.shared = nn.Embedding(config.vocab_size, config.d_model)
         self.decoder = _decoder_only_stack(config, self.shared)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = TiedLMHead(config.d_model, config.vocab_size, bias=False)
         self.load_report: LoadReport | None = None
         self.post_init()
 
@@ -382,11 +432,12 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        hidden = outputs.last_hidden_state  # (B, T, D)
+        # the kept positions first, then the scale: the same values, elementwise work on T' positions only
+        hidden = _slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)  # (B, T', D)
         if getattr(self.config, "scale_decoder_outputs", self.config.tie_word_embeddings):
             # T5 rescales before the tied head (Mesh TF); T5 v1.1 checkpoints turn it off
             hidden = hidden * (self.model_dim**-0.5)
-        logits = self.lm_head(_slice_logits_to_keep(hidden, logits_to_keep))  # (B, T', V)
+        logits = self.lm_head(hidden)  # (B, T', V)
 
         loss = None
         if labels is not None or shift_labels is not None:

@@ -465,7 +465,7 @@ class T5Attention(torch.nn.Module):
     def _attend(self, query, keys, values, bias, output_attentions):
         dropout = self.dropout if self.training else 0.0
         implementation = getattr(self.config, "_attn_implementation", None) or "sdpa"
-        if output_attentions or implementation == "eager":
+        if output_attentions or implementation == "eager" or _sdpa_would_run_math(query, bias, dropout):
             scores = torch.matmul(query, keys.transpose(-1, -2))  # (B, H, Q, K), T5: no 1/sqrt(d)
             if bias is not None:
                 scores = scores + bias
@@ -478,6 +478,29 @@ class T5Attention(torch.nn.Module):
             query, keys, values, attn_mask=bias, dropout_p=dropout, scale=1.0
         )
         return output, None
+
+
+def _sdpa_would_run_math(query: torch.Tensor, bias: torch.Tensor | None, dropout: float) -> bool:
+    """Whether SDPA would fall back to its unfused "math" kernel, which the eager path equals bit for bit.
+
+    A bias that needs a gradient (T5's relative bias while training) rules out SDPA's fused CPU
+    kernel, which returns no gradient for ``attn_mask``; its math fallback then runs the same
+    ``q k^T + bias -> softmax -> @ v`` as our eager path plus work we skip: it multiplies q and k
+    by ``sqrt(scale) = 1`` and runs a "safe softmax" (``isneginf`` / ``all`` / ``where`` over the
+    whole ``(B, H, Q, K)`` scores, and their backward) that never changes a row here, since the
+    folded bias uses the dtype's finite minimum, never -inf. Only fp32 without dropout on CPU:
+    there the two paths give identical outputs and gradients (tests/models/test_t5core_speed_paths.py);
+    CUDA's fused kernels do take a bias gradient, and half precision or dropout may differ.
+    """
+    return (
+        bias is not None
+        and bias.requires_grad
+        and dropout == 0.0
+        and query.device.type == "cpu"
+        and query.dtype == torch.float32
+        and torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+    )
 
 
 def _flex_attention(query, keys, values, bias, dropout):
