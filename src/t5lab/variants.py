@@ -200,6 +200,15 @@ class Variant:
                     f"config key model.options.{key}: not an option of variant {self.name!r}; "
                     f"its options are the fields of its config class, e.g. {', '.join(sorted(allowed)[:12])}"
                 )
+        # the field types of a @strict config class (its validators), checked before any work starts
+        validators = getattr(self.config_class(), "__validators__", {})
+        for key, value in options.items():
+            for check in validators.get(key, ()):
+                try:
+                    check(value)
+                except (TypeError, ValueError) as err:
+                    why = str(err).splitlines()[0] if str(err) else type(err).__name__
+                    raise ConfigError(f"config key model.options.{key}={json.dumps(value, default=str)}: {why}") from None
 
     # -- building -------------------------------------------------------------------------------
     def build(self, cfg: Any, info: BuildInfo) -> Any:

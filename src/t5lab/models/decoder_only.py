@@ -44,6 +44,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from t5lab.models import masks
 from t5lab.models.loading import LoadReport
 from t5lab.models.positions import check_position_config, needs_position_ids, position_ids_from_mask
+from t5lab.models.strict_types import typed_fields
 from t5lab.models.t5core import (
     T5Attention,
     T5CorePreTrainedModel,
@@ -63,6 +64,7 @@ __all__ = ["T5DecoderOnlyConfig", "T5DecoderOnlyForCausalLM", "T5PrefixLMSelfAtt
 # ---------------------------------------------------------------------------------------------
 
 
+@typed_fields
 @strict
 class T5DecoderOnlyConfig(T5Config):
     """Config of :class:`T5DecoderOnlyForCausalLM`: a :class:`~transformers.T5Config` plus the prefix options.

@@ -46,6 +46,7 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqSequenceClassi
 
 from t5lab.models.loading import LoadReport
 from t5lab.models.positions import check_position_config
+from t5lab.models.strict_types import typed_fields
 from t5lab.models.t5core import T5Attention, T5CorePreTrainedModel, T5Stack
 
 logger = logging.getLogger("t5lab")
@@ -70,6 +71,7 @@ _ARCH_FIELDS = (
 # ---------------------------------------------------------------------------------------------
 
 
+@typed_fields
 @strict
 class EncT5Config(T5Config):
     """T5 config plus the EncT5 decoder settings.

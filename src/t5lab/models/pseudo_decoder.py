@@ -42,6 +42,7 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 from t5lab.models import masks
 from t5lab.models.loading import LoadReport, from_pretrained_with_report
 from t5lab.models.positions import check_position_config
+from t5lab.models.strict_types import typed_fields
 from t5lab.models.t5core import (
     CACHE_FIELD,
     T5CorePreTrainedModel,
@@ -71,6 +72,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 
 
+@typed_fields
 @strict
 class T5PseudoDecConfig(T5Config):
     r"""Config of the pseudo decoder-only T5: a ``T5Config`` plus the fields below.

@@ -53,6 +53,7 @@ from transformers.modeling_outputs import (
 from t5lab.models.decoder_only import T5DecoderOnlyConfig, T5DecoderOnlyForCausalLM
 from t5lab.models.loading import LoadReport
 from t5lab.models.pseudo_decoder import T5PseudoDecConfig, T5PseudoDecForConditionalGeneration
+from t5lab.models.strict_types import typed_fields
 from t5lab.models.t5core import CACHE_FIELD
 
 logger = logging.getLogger("t5lab")
@@ -217,6 +218,7 @@ class ValueHeadConfigMixin:
             )
 
 
+@typed_fields
 @strict
 class T5WithValueHeadConfig(ValueHeadConfigMixin, T5Config):
     """``T5Config`` with the value-head fields of :class:`ValueHeadConfigMixin`."""
@@ -224,6 +226,7 @@ class T5WithValueHeadConfig(ValueHeadConfigMixin, T5Config):
     model_type = "t5_with_value_head"
 
 
+@typed_fields
 @strict
 class T5PseudoDecWithValueHeadConfig(ValueHeadConfigMixin, T5PseudoDecConfig):
     """``T5PseudoDecConfig`` with the value-head fields of :class:`ValueHeadConfigMixin`."""
@@ -231,6 +234,7 @@ class T5PseudoDecWithValueHeadConfig(ValueHeadConfigMixin, T5PseudoDecConfig):
     model_type = "t5_pseudo_dec_with_value_head"
 
 
+@typed_fields
 @strict
 class T5DecoderOnlyWithValueHeadConfig(ValueHeadConfigMixin, T5DecoderOnlyConfig):
     """``T5DecoderOnlyConfig`` with the value-head fields of :class:`ValueHeadConfigMixin`."""
