@@ -12,16 +12,13 @@ iterator yields only what the checkpointed epoch had left, nothing at an epoch e
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from t5lab import rundir
 from t5lab.train.run import resume, train
 from tests.train.conftest import tiny
+from tests.train.test_faults import killed_run
 
 # 100 examples of 1-8 symbols, batch 8: 13 (bucketed or not) batches per epoch; validation every
 # 5 steps (does not divide 13); 30 steps: 2 epoch-end checkpoints (13, 26) and part of epoch 3.
@@ -42,21 +39,7 @@ def config(variant: str, bucketing: bool) -> dict:
 
 def killed_after_step(out, raw, step: int):
     """A training process ended like ``kill -9`` right after training step ``step``; its run directory."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.environ[rundir.FAULT_ENV] = f"step:{step}"  # RunGuard.on_train_batch_end's fault point
-            rundir._fault_counts.clear()
-            with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
-                train(raw, out=out, progress=False)
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 137, f"the fault at step {step} did not end the run"
-    [run] = list(out.glob(f"{raw['name']}/*"))
-    return run
+    return killed_run(out, f"step:{step}", raw)  # RunGuard.on_train_batch_end's fault point
 
 
 @pytest.mark.parametrize(("variant", "bucketing"), [("gpt2", True), ("decoder_only", True), ("gpt2", False)])
