@@ -216,7 +216,8 @@ def test_copy_recipe_is_the_seed_task_with_a_stop_target():
     path = resources.files("t5lab") / "configs" / "recipes" / "copy.yaml"
     [(plan, _)] = load_plans(str(path), [])
     cfg = plan.cfg
-    assert cfg.train.stop_at == {"val_exact_match": 0.99} and cfg.data.val > 0
+    assert set(cfg.train.stop_at) == {"val_exact_match"} and cfg.train.stop_at["val_exact_match"] >= 0.99
+    assert cfg.data.val > 0
     assert cfg.data.options == {"preset": "seed"} and cfg.data.train == 50000
     # the seed harness's copy: 0-60 symbols of a-z A-Z 0-9, fitting data.max_length with eos
     few = build_splits(plan.task, 200, 0, 0, cfg.data.seed)["train"]
