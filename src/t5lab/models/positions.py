@@ -56,7 +56,8 @@ def check_position_config(config: Any, bidirectional: bool) -> None:
         raise ValueError(
             f"position_encoding={encoding!r} is unknown; use one of {', '.join(POSITION_ENCODINGS)}"
         )
-    # the fields' types too: these configs' dataclass type checks do not run (a string got through)
+    # the fields' types too, for a config class whose @strict checks do not run (t5lab's own run them:
+    # t5lab.models.strict_types.typed_fields)
     max_exact = getattr(config, "relative_attention_max_exact", None)
     if max_exact is not None and (isinstance(max_exact, bool) or not isinstance(max_exact, int)):
         raise ValueError(f"relative_attention_max_exact={max_exact!r} must be an integer or None (T5's half)")
