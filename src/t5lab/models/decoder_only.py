@@ -43,7 +43,12 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from t5lab.models import masks
 from t5lab.models.loading import LoadReport
-from t5lab.models.positions import check_position_config, needs_position_ids, position_ids_from_mask
+from t5lab.models.positions import (
+    check_position_config,
+    needs_position_ids,
+    position_ids_from_mask,
+    restart_position_ids,
+)
 from t5lab.models.strict_types import typed_fields
 from t5lab.models.t5core import (
     T5Attention,
@@ -85,6 +90,10 @@ class T5DecoderOnlyConfig(T5Config):
             T5's half of them.
         rotary_base: RoPE's ``base`` (``theta_i = base^(-2i/d_kv)``), 10000 as in RoFormer.
         max_position_embeddings: Rows of the ``"absolute"`` position table (longest sequence).
+        target_positions: ``"continue"`` (default: one count over input and target) or
+            ``"restart"`` (a prefix LM with absolute, sinusoidal or rotary positions numbers its target
+            from 1 again, as T5's decoder does, and adds a learned input/target segment embedding
+            so the two counts stay apart; :func:`t5lab.models.positions.restart_position_ids`).
     """
 
     model_type = "t5_decoder_only"
@@ -96,6 +105,7 @@ class T5DecoderOnlyConfig(T5Config):
     relative_attention_max_exact: int | None = None
     rotary_base: float | int = 10000.0
     max_position_embeddings: int = 512
+    target_positions: str = "continue"
 
     def __post_init__(self, **kwargs):
         # A T5Config dict carries model_type="t5"; the class attribute must win (from_dict).
@@ -114,6 +124,7 @@ class T5DecoderOnlyConfig(T5Config):
                 "bucket) or >= 2 (T5 log buckets need at least one exact and one log bucket)"
             )
         check_position_config(self, bidirectional=False)
+        _check_target_positions(self)
 
     @classmethod
     def from_t5_config(cls, t5_config: T5Config, **overrides: Any) -> T5DecoderOnlyConfig:
@@ -178,6 +189,23 @@ class T5PrefixLMSelfAttention(T5Attention):
         )
         forward = self.prefix_forward_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, Q, K)
         return torch.where(relative[None, None] > 0, forward, values)
+
+
+TARGET_POSITIONS = ("continue", "restart")
+
+
+def _check_target_positions(config: T5DecoderOnlyConfig) -> None:
+    """One-line ``ValueError`` for a ``target_positions`` setting that cannot work."""
+    mode = config.target_positions
+    if mode not in TARGET_POSITIONS:
+        raise ValueError(f"target_positions={mode!r} is unknown; use one of {', '.join(TARGET_POSITIONS)}")
+    if mode == "restart" and config.position_encoding not in ("absolute", "sinusoidal", "rotary"):
+        raise ValueError(
+            f"target_positions='restart' numbers tokens, but position_encoding={config.position_encoding!r} "
+            "has no position numbers; use absolute, sinusoidal or rotary"
+        )
+    if mode == "restart" and not config.prefix_lm:
+        raise ValueError("target_positions='restart' restarts the count after the prefix: set prefix_lm=true")
 
 
 def _decoder_only_stack(config: T5DecoderOnlyConfig, embed_tokens: nn.Embedding) -> T5Stack:
@@ -284,6 +312,9 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
         self.shared = nn.Embedding(config.vocab_size, config.d_model)
         self.decoder = _decoder_only_stack(config, self.shared)
         self.lm_head = TiedLMHead(config.d_model, config.vocab_size, bias=False)
+        # input (0) / target (1): with restarted positions, input j and target j share a position
+        restart = getattr(config, "target_positions", "continue") == "restart"
+        self.segment_embeddings = nn.Embedding(2, config.d_model) if restart else None
         self.load_report: LoadReport | None = None
         self.post_init()
 
@@ -296,6 +327,8 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
             init.normal_(module.shared.weight, mean=0.0, std=factor * 1.0)
             if not self.config.tie_word_embeddings:
                 init.normal_(module.lm_head.weight, mean=0.0, std=factor * 1.0)
+            if module.segment_embeddings is not None:  # the scale of the token embeddings it is added to
+                init.normal_(module.segment_embeddings.weight, mean=0.0, std=factor * 1.0)
         elif isinstance(module, T5PrefixLMSelfAttention) and module.prefix_forward_bias is not None:
             # same scale as T5's relative_attention_bias
             init.normal_(module.prefix_forward_bias.weight, mean=0.0, std=factor * self.config.d_model**-0.5)
@@ -417,6 +450,10 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
         elif prefix_mask is not None:
             mask = self._prefix_mask_4d(prefix_mask, attention_mask, batch, length, past, static, inputs_embeds.device)
 
+        if self.segment_embeddings is not None:
+            inputs_embeds, position_ids = self._restart_positions(
+                inputs_embeds, prefix_mask, attention_mask, segment_ids, position_ids, past
+            )
         if position_ids is None and needs_position_ids(self.config):
             # computed here: `mask` may be a 4D prefix / packing mask the stack cannot count from
             if segment_ids is not None:
@@ -460,6 +497,29 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
         )
         return output if return_dict else output.to_tuple()
+
+    def _restart_positions(self, inputs_embeds, prefix_mask, attention_mask, segment_ids, position_ids, past):
+        """``target_positions="restart"``: add the input/target segment embedding; positions restart at the target."""
+        if prefix_mask is None:
+            raise ValueError(
+                "target_positions='restart' counts the target from the end of the prefix: pass prefix_mask "
+                "(1 on the input part; generate() passes it for a prefix LM)"
+            )
+        batch, length = inputs_embeds.shape[:2]
+        prefix_mask = prefix_mask.to(inputs_embeds.device)
+        if isinstance(past, int) and prefix_mask.shape[-1] < past + length:
+            raise ValueError(
+                f"prefix_mask covers {prefix_mask.shape[-1]} positions but there are {past} cached + {length} new tokens"
+            )
+        padding = None
+        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape == prefix_mask.shape:
+            padding = attention_mask.to(inputs_embeds.device)
+        index = torch.arange(length, device=inputs_embeds.device) + past  # (T,)
+        is_target = (1 - prefix_mask.long().index_select(-1, index)).clamp(0, 1)  # (B, T)
+        inputs_embeds = inputs_embeds + self.segment_embeddings(is_target).to(inputs_embeds.dtype)
+        if position_ids is None:
+            position_ids = restart_position_ids(prefix_mask, padding, segment_ids, length, past)
+        return inputs_embeds, position_ids
 
     def _prefix_mask_4d(
         self,

@@ -18,7 +18,8 @@
 
 Position ids are 0-based token positions ``(B, T)``: :func:`position_ids_from_mask` derives them
 from a padding mask (so a left-padded row is positioned as it would be alone), packed rows use
-:func:`t5lab.models.masks.segment_positions`. Cross-attention carries no positions, as in T5.
+:func:`t5lab.models.masks.segment_positions`; a prefix LM with ``target_positions="restart"`` counts
+its target from 1 again (:func:`restart_position_ids`). Cross-attention carries no positions, as in T5.
 """
 
 from __future__ import annotations
@@ -115,6 +116,61 @@ def position_ids_from_mask(
         index = torch.arange(length, device=positions.device) + past  # (T,), past may be a 0-d tensor
         return positions.index_select(-1, index)  # (B, T)
     return (torch.arange(length, device=device) + past)[None]  # (1, T)
+
+
+def _segment_cumsum(values: torch.Tensor, segment_ids: torch.Tensor | None) -> torch.Tensor:
+    """``cumsum(values)`` along the last dim, restarted at every segment start (``segment_ids`` changes)."""
+    total = values.cumsum(-1)  # (B, L)
+    if segment_ids is None:
+        return total
+    starts = torch.ones_like(segment_ids, dtype=torch.bool)
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    # the running total just before each segment's first token; cumsum never decreases, so cummax
+    # carries it over the segment
+    base = torch.where(starts, total - values, torch.zeros_like(total)).cummax(dim=-1).values
+    return total - base
+
+
+def restart_position_ids(
+    prefix_mask: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | None = None,
+    length: int | None = None,
+    past: int | torch.Tensor = 0,
+) -> torch.Tensor:
+    """Positions that restart at the target of a prefix LM, as T5's two stacks count them.
+
+    A prefix (input) token's position is the number of real prefix tokens before it (0, 1, ...);
+    a target token's is the number of real target tokens up to and including it (1, 2, ...):
+    position 0 of the target belongs to the last prefix token (the ``</s>`` separator), which
+    predicts the first target token as T5's decoder-start position does. Input position ``j`` and
+    the target position that predicts output ``j`` then share one number, as the encoder's and the
+    decoder's positions do in an encoder-decoder. Padding (``attention_mask == 0``) gets 0.
+
+    Args:
+        prefix_mask: ``(B, K)`` 1 on the prefix, over the cached and the new tokens.
+        attention_mask: ``(B, K)`` 1 on real tokens, or None (every token is real).
+        segment_ids: ``(B, K)`` packed segments: counts restart in each segment.
+        length: How many new tokens (the last ``length`` of the ``K`` after ``past``); None: all.
+        past: Cached tokens before them.
+
+    Returns:
+        ``(B, length)`` long positions.
+    """
+    prefix = prefix_mask.long()
+    real = attention_mask.long() if attention_mask is not None else torch.ones_like(prefix)
+    in_prefix = prefix * real
+    in_target = (1 - prefix).clamp(min=0) * real
+    positions = torch.where(
+        in_prefix.bool(),
+        _segment_cumsum(in_prefix, segment_ids) - 1,
+        _segment_cumsum(in_target, segment_ids),
+    )
+    positions = positions * real  # padding: 0
+    if length is None:
+        return positions
+    index = torch.arange(length, device=positions.device) + past  # (T,); past may be a 0-d tensor
+    return positions.index_select(-1, index)
 
 
 # ---------------------------------------------------------------------------------------------
