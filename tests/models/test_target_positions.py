@@ -161,6 +161,24 @@ def test_generate_cached_equals_uncached_and_left_padding_equals_one_by_one(enco
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
+def test_generate_is_the_greedy_continuation_of_the_full_forward(encoding):
+    """generate() must number the new tokens as a full forward over prompt + continuation does."""
+    model = build(encoding)
+    prompt = torch.tensor([[0, 5, 6, 7, 1], [8, 9, 10, 11, 1]])  # row 0 left-padded
+    mask = (prompt != 0).long()
+    gen = model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=5, do_sample=False,
+                         pad_token_id=0, eos_token_id=None, return_dict_in_generate=True, output_logits=True)
+    out = gen.sequences
+    full_mask = torch.cat([mask, torch.ones(2, 5, dtype=torch.long)], 1)
+    prefix = torch.cat([mask, torch.zeros(2, 5, dtype=torch.long)], 1)
+    with torch.no_grad():
+        logits = model(input_ids=out, attention_mask=full_mask, prefix_mask=prefix).logits
+    assert torch.equal(out[:, 5:], logits[:, 4:-1].argmax(-1))
+    # the scores themselves: a tiny random model's argmax can hide wrong positions
+    torch.testing.assert_close(torch.stack(gen.logits, 1), logits[:, 4:-1], **TOL)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
 def test_packed_row_equals_segments_alone(encoding):
     model = build(encoding)
     first, second = tokens(1, 5, seed=4), tokens(1, 3, seed=5)

@@ -671,6 +671,10 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
         # Why override: generate() knows nothing of prefix_mask. Assisted decoding forwards candidate
         # tokens it has not added to it yet; they are generated tokens, so targets: zeros.
         model_inputs = super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
+        if self.segment_embeddings is not None:
+            # generate() counts positions on across the prompt (cumsum of the mask); restarted ones
+            # come from prefix_mask in forward
+            model_inputs.pop("position_ids", None)
         prefix_mask = model_inputs.get("prefix_mask")
         if prefix_mask is not None and prefix_mask.dim() == 2 and prefix_mask.shape[1] != input_ids.shape[1]:
             missing = input_ids.shape[1] - prefix_mask.shape[1]
