@@ -33,8 +33,20 @@ TINY = ["data.train=64", "data.val=8", "data.test=8", "train.max_steps=3", "trai
 
 
 def test_the_recipes_listed_here_are_shipped():
-    assert {"copy.yaml", "sort.yaml", "numbersort.yaml", "long_addition.yaml", "histogram.yaml",
-            "doublehistogram.yaml"} <= set(NAMES)
+    assert {"copy.yaml", "copy-decoder_only.yaml", "sort.yaml", "numbersort.yaml", "long_addition.yaml",
+            "histogram.yaml", "doublehistogram.yaml"} <= set(NAMES)
+
+
+def test_a_variants_own_recipe_is_the_one_the_bench_picks():
+    from t5lab.bench.tta import find_recipe
+
+    assert find_recipe("copy", "decoder_only") == RECIPES / "copy-decoder_only.yaml"
+    [(plan, _)] = load_plans(str(RECIPES / "copy-decoder_only.yaml"), [])
+    assert plan.cfg.model.variant == "decoder_only"
+    assert plan.cfg.model.options == {"prefix_lm": True, "position_encoding": "absolute", "target_positions": "restart"}
+    # the same recipe as copy.yaml but for the model
+    [(base, _)] = load_plans(str(RECIPES / "copy.yaml"), [])
+    assert plan.cfg.train == base.cfg.train and plan.cfg.data == base.cfg.data
 
 
 @pytest.mark.parametrize("name", NAMES)
