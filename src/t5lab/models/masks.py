@@ -175,6 +175,13 @@ def segment_mask(
     return same | (query_segments == 0)[:, :, None]
 
 
+def segment_starts(segment_ids: torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` bool: True where a segment begins (the first token, and wherever the id changes)."""
+    starts = torch.ones_like(segment_ids, dtype=torch.bool)
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    return starts
+
+
 def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:
     """Position of each token inside its segment (0 at every segment start); shape ``(B, T)``.
 
@@ -182,8 +189,7 @@ def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:
     so that a segment is embedded as it would be alone. A run of padding counts as one segment.
     """
     index = torch.arange(segment_ids.shape[1], device=segment_ids.device).expand_as(segment_ids)  # (B, T)
-    starts = torch.ones_like(segment_ids, dtype=torch.bool)
-    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    starts = segment_starts(segment_ids)
     start_index = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values  # (B, T)
     return index - start_index
 

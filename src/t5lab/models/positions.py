@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from t5lab.models.masks import segment_starts
+
 POSITION_ENCODINGS = ("relative", "absolute", "sinusoidal", "rotary", "none")
 
 # encodings that add a vector to the token embeddings at the stack input
@@ -123,8 +125,7 @@ def _segment_cumsum(values: torch.Tensor, segment_ids: torch.Tensor | None) -> t
     total = values.cumsum(-1)  # (B, L)
     if segment_ids is None:
         return total
-    starts = torch.ones_like(segment_ids, dtype=torch.bool)
-    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    starts = segment_starts(segment_ids)
     # the running total just before each segment's first token; cumsum never decreases, so cummax
     # carries it over the segment
     base = torch.where(starts, total - values, torch.zeros_like(total)).cummax(dim=-1).values
