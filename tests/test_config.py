@@ -87,6 +87,9 @@ BAD = [
     ({"train": {"warmup_steps": 100, "max_steps": 50}}, "warmup_steps"),
     ({"tokenizer": {"kind": "unigram"}}, "vocab_size"),
     ({"tokenizer": "wordpiece"}, "tokenizer.kind"),
+    ({"tokenizer": {"kind": "char", "min_frequency": 3}}, "min_frequency is for kind: word only"),
+    ({"tokenizer": {"kind": "word", "min_frequency": 0}}, "min_frequency=0"),
+    ({"tokenizer": {"kind": "word", "vocab_size": 0}}, "vocab_size=0"),
     ({"data": {"task": "no_such_task"}}, "no_such_task"),
     ({"data": {"options": {"colour": 1}}}, "colour"),
     ({"model": {"variant": "enct5"}}, "model.variant=enct5"),  # classifier on a seq2seq task

@@ -26,6 +26,7 @@ def _kinds(unigram):
         "byte": build_tokenizer("byte"),
         "char": build_tokenizer("char", alphabet=get_task("histogram").alphabet() + "\n"),
         "unigram": unigram,
+        "word": build_tokenizer("word", texts=["12 7 12 ab", "7 12 x"], alphabet="abxyz0123456789"),
     }
 
 
@@ -33,10 +34,11 @@ SAMPLES = {
     "byte": ["héllo wörld", "  two  spaces\nand a newline ", "<>!"],
     "char": ["abc 1 2 3", "  a  b\n\nj ", "0123456789"],
     "unigram": ["I was a boy", "the teacher of mathematics said so.", "Botchan"],
+    "word": ["12 7 12", "ab 127 zz9", "", "x"],
 }
 
 
-@pytest.mark.parametrize("kind", ["byte", "char", "unigram"])
+@pytest.mark.parametrize("kind", ["byte", "char", "unigram", "word"])
 def test_t5_conventions_and_roundtrip_offline(kind, unigram, tmp_path):
     tok = _kinds(unigram)[kind]
     assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
@@ -73,7 +75,7 @@ def test_char_tokenizer_from_texts_and_errors():
     assert len(tok) == 3 + 4
     with pytest.raises(ConfigError, match="needs alphabet="):
         build_tokenizer("char")
-    with pytest.raises(ConfigError, match="unknown tokenizer kind 'bpe'; use one of byte, char, unigram"):
+    with pytest.raises(ConfigError, match="unknown tokenizer kind 'bpe'; use one of byte, char, unigram, word"):
         build_tokenizer("bpe")
     with pytest.raises(ConfigError, match="needs texts="):
         build_tokenizer("unigram", vocab_size=100)
@@ -163,6 +165,7 @@ def test_known_size_is_the_built_tokenizer_s_size():
     assert known_size("char", alphabet="abca d") == len(build_tokenizer("char", alphabet="abca d"))
     assert known_size("char", alphabet="xy", extra_ids=0) == len(build_tokenizer("char", alphabet="xy", extra_ids=0))
     assert known_size("char") is None and known_size("unigram") is None and known_size("/some/dir") is None
+    assert known_size("word", alphabet="ab") is None
 
 
 def test_char_encoder_equals_the_char_tokenizer(tmp_path, unigram):
@@ -184,3 +187,60 @@ def test_char_encoder_equals_the_char_tokenizer(tmp_path, unigram):
     # not a char tokenizer: no fast path (the formulation then calls the tokenizer)
     assert CharEncoder.for_tokenizer(build_tokenizer("byte")) is None
     assert CharEncoder.for_tokenizer(unigram) is None
+
+
+def test_word_tokenizer_layout_frequent_words_whole_the_rest_spelled():
+    tok = build_tokenizer("word", texts=["12 7 12", "7 12 ab"], alphabet="ba", extra_ids=2)
+    vocab = tok.get_vocab()
+    # specials, then each character at a word's start ("▁c") and inside one ("c"), alphabet first, then
+    # the texts'; then the words seen twice or more, most frequent first; then the sentinels
+    chars = ["▁b", "b", "▁a", "a", "▁1", "1", "▁2", "2", "▁7", "7"]
+    assert [vocab[c] for c in chars] == list(range(3, 13))
+    # "12" gets its own id, the word "7" is the character's; "ab" occurs once
+    assert vocab["▁12"] == 13 and "▁ab" not in vocab
+    assert (vocab["<extra_id_0>"], vocab["<extra_id_1>"]) == (15, 14) and len(tok) == 16
+    assert tok("12 7 ab")["input_ids"] == [13, 11, 5, 4, 1]
+    assert tok("127 21")["input_ids"] == [13, 12, 9, 8, 1]  # "▁12" + "7": longest known piece first
+    assert tok("12 q")["input_ids"] == [13, 2, 1]  # a character it never saw: the word is unknown
+    assert tok.decode([13, 12, 9, 8, 1], skip_special_tokens=True) == "127 21"
+    assert tok.decode([12, 13], skip_special_tokens=True) == "7 12"  # a word may start inside-a-word
+
+
+def test_word_tokenizer_min_frequency_and_vocab_size_cap():
+    from t5lab.tokenizers import word_vocabulary
+
+    texts = ["aa bb cc dd", "bb cc", "cc", "#x #x"]
+    assert word_vocabulary(texts, 1) == ["cc", "bb", "#x", "aa", "dd"]  # by count, ties in first-seen order
+    assert word_vocabulary(texts, 2) == ["cc", "bb", "#x"]
+    assert word_vocabulary(texts, 1, max_words=1) == ["cc"]
+    tok = build_tokenizer("word", texts=texts, vocab_size=1, min_frequency=1, extra_ids=0)
+    assert "▁cc" in tok.get_vocab() and "▁bb" not in tok.get_vocab()
+    assert tok.tokenize("#x bb cc") == ["▁#", "x", "▁b", "b", "▁cc"]
+    assert tok.decode(tok("#x bb")["input_ids"], skip_special_tokens=True) == "#x bb"
+
+
+def test_word_tokenizer_errors():
+    with pytest.raises(ConfigError, match="needs texts="):
+        build_tokenizer("word")
+    with pytest.raises(ConfigError, match="other than single spaces.*use tokenizer: char"):
+        build_tokenizer("word", texts=["a  b"])
+    for bad in ["a\nb", " a", "a ", "a\u2581b"]:
+        with pytest.raises(ConfigError, match="other than single spaces"):
+            build_tokenizer("word", texts=[bad])
+    with pytest.raises(ConfigError, match="min_frequency=0"):
+        build_tokenizer("word", texts=["a"], min_frequency=0)
+    with pytest.raises(ConfigError, match="no non-space character"):
+        build_tokenizer("word", texts=[""])
+
+
+def test_word_tokenizer_gives_histogram_one_token_per_count():
+    """The lever the histogram recipe uses: each count is one token, so target token j is the count
+    of input character j (a char tokenizer puts it at 2j, after the spaces)."""
+    task = get_task("histogram", preset="seed")
+    train = task.generate(300, seed=0)
+    tok = build_tokenizer("word", texts=[t for r in train for t in (r.input, r.target)], alphabet=task.alphabet())
+    for r in task.generate(50, seed=1):
+        src, tgt = tok(r.input)["input_ids"], tok(r.target)["input_ids"]
+        assert len(src) == len(tgt) == len(r.input) + 1
+        assert tok.convert_ids_to_tokens(tgt[:-1]) == ["\u2581" + w for w in r.target.split()]
+        assert tok.decode(tgt, skip_special_tokens=True) == r.target

@@ -159,22 +159,29 @@ class DataConfig(Section):
 
 
 class TokenizerConfig(Section):
-    """``kind``: byte | char | unigram, or a path to a saved tokenizer directory."""
+    """``kind``: byte | char | unigram | word, or a path to a saved tokenizer directory."""
 
     kind: str = "char"
-    vocab_size: int | None = None  # unigram only
+    vocab_size: int | None = None  # unigram (required) and word (the most words kept)
+    min_frequency: int | None = None  # word only: how often a word must occur to get its own id (default 2)
 
     @field_validator("kind")
     @classmethod
     def _kind(cls, v: str) -> str:
-        if v not in ("byte", "char", "unigram") and not Path(v).is_dir():
-            raise ValueError(f"must be byte, char, unigram or an existing tokenizer directory; got {v!r}")
+        if v not in ("byte", "char", "unigram", "word") and not Path(v).is_dir():
+            raise ValueError(f"must be byte, char, unigram, word or an existing tokenizer directory; got {v!r}")
         return v
 
     @model_validator(mode="after")
     def _vocab(self) -> TokenizerConfig:
         if self.kind == "unigram" and not self.vocab_size:
             raise ValueError("tokenizer.vocab_size: the unigram tokenizer needs a vocab_size (e.g. 1000)")
+        if self.min_frequency is not None and self.kind != "word":
+            raise ValueError(f"tokenizer.min_frequency is for kind: word only; this tokenizer is {self.kind}")
+        if self.min_frequency is not None and self.min_frequency < 1:
+            raise ValueError(f"tokenizer.min_frequency={self.min_frequency}: a word must occur at least once")
+        if self.kind == "word" and self.vocab_size is not None and self.vocab_size < 1:
+            raise ValueError(f"tokenizer.vocab_size={self.vocab_size}: keep at least one word, or leave it unset")
         return self
 
 

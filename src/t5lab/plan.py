@@ -32,14 +32,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TokenizerSpec:
-    """What tokenizer a run builds: ``kind`` byte | char | unigram | a saved tokenizer directory."""
+    """What tokenizer a run builds: ``kind`` byte | char | unigram | word | a saved tokenizer directory."""
 
     kind: str
     vocab_size: int | None = None
+    min_frequency: int | None = None
 
     @property
     def is_directory(self) -> bool:
-        return self.kind not in ("byte", "char", "unigram")
+        return self.kind not in ("byte", "char", "unigram", "word")
 
     def known_size(self, task: Task) -> int | None:
         """The vocabulary size the run's tokenizer will have, when known without building it."""
@@ -96,7 +97,7 @@ def resolve(cfg: ExperimentConfig) -> Plan:
     check_packing(d, kind)
     if cfg.model.init_from is not None:
         variant.check_checkpoint(cfg.model.init_from)
-    tokenizer = TokenizerSpec(cfg.tokenizer.kind, cfg.tokenizer.vocab_size)
+    tokenizer = TokenizerSpec(cfg.tokenizer.kind, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency)
     _check_tokenizer(tokenizer)
     if cfg.model.init_from is not None and not cfg.model.resize_embeddings:
         _check_vocab(cfg.model.init_from, tokenizer.known_size(task))
@@ -118,7 +119,7 @@ def _check_tokenizer(spec: TokenizerSpec) -> None:
     if spec.is_directory and not (Path(spec.kind) / "tokenizer_config.json").is_file():
         raise ConfigError(
             f"config key tokenizer.kind={spec.kind}: the directory holds no saved tokenizer (tokenizer_config.json); "
-            "give a tokenizer.save_pretrained directory, or byte / char / unigram"
+            "give a tokenizer.save_pretrained directory, or byte / char / unigram / word"
         )
 
 

@@ -1,11 +1,12 @@
-"""Tokenizers with T5 conventions, built offline: byte (ByT5), char (from a task alphabet), unigram.
+"""Tokenizers with T5 conventions, built offline: byte (ByT5), char (from a task alphabet), unigram,
+word (whole frequent words, characters for the rest).
 
 Every tokenizer built here
 
 - has ``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2 (T5's layout; ``decoder_start_token_id`` = pad),
 - appends ``</s>`` to every encoded sequence, as T5 does,
 - carries ``extra_ids`` sentinels ``<extra_id_0>``, ``<extra_id_1>``, ... for span corruption
-  (for char and unigram tokenizers ``<extra_id_0>`` has the *highest* id, as in T5),
+  (for char, unigram and word tokenizers ``<extra_id_0>`` has the *highest* id, as in T5),
 - round-trips through ``save_pretrained(dir)`` + ``transformers.AutoTokenizer.from_pretrained(dir)``
   without network access.
 
@@ -27,11 +28,13 @@ from t5lab.errors import ConfigError, T5LabError
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-TokenizerKind = Literal["byte", "char", "unigram"]
-KINDS: tuple[str, ...] = ("byte", "char", "unigram")
+TokenizerKind = Literal["byte", "char", "unigram", "word"]
+KINDS: tuple[str, ...] = ("byte", "char", "unigram", "word")
 SPECIAL_TOKENS: tuple[str, str, str] = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2
 # ByT5's own default; T5's sentencepiece vocabularies carry 100.
-DEFAULT_EXTRA_IDS = {"byte": 125, "char": 100, "unigram": 100}
+DEFAULT_EXTRA_IDS = {"byte": 125, "char": 100, "unigram": 100, "word": 100}
+# the word tokenizer marks a word's first piece with this, as SentencePiece does
+_WORD_START = "\u2581"
 _SENTINEL = re.compile(r"^<extra_id_(\d+)>$")
 
 
@@ -41,6 +44,7 @@ def build_tokenizer(
     vocab_size: int | None = None,
     alphabet: str | None = None,
     extra_ids: int | None = None,
+    min_frequency: int | None = None,
 ) -> PreTrainedTokenizerBase:
     """Build a tokenizer with T5 conventions.
 
@@ -48,11 +52,18 @@ def build_tokenizer(
         kind: ``"byte"`` (transformers' ``ByT5Tokenizer``: UTF-8 bytes, 384 ids), ``"char"``
             (one id per character of ``alphabet``, or of the characters in ``texts``) or
             ``"unigram"`` (a SentencePiece-style Unigram model trained on ``texts``, loaded as
-            transformers' ``T5Tokenizer``).
-        texts: Training texts; required for ``"unigram"``, used by ``"char"`` when no alphabet is given.
-        vocab_size: Target size of the unigram vocabulary *without* the sentinels (default 1000).
-        alphabet: Characters of a char tokenizer, usually ``task.alphabet()``.
+            transformers' ``T5Tokenizer``) or ``"word"`` (one id per whitespace-separated word seen at
+            least ``min_frequency`` times in ``texts``, every other word spelled in characters; see
+            :func:`word_vocabulary`).
+        texts: Training texts; required for ``"unigram"`` and ``"word"``, used by ``"char"`` when no
+            alphabet is given.
+        vocab_size: Target size of the unigram vocabulary *without* the sentinels (default 1000); for
+            ``"word"`` the most words it keeps (default: every word frequent enough).
+        alphabet: Characters of a char tokenizer, usually ``task.alphabet()``; a word tokenizer spells
+            with these and the characters of ``texts``.
         extra_ids: Number of ``<extra_id_N>`` sentinels (default 125 for byte, 100 otherwise).
+        min_frequency: ``"word"`` only: how often a word must occur in ``texts`` to get its own id
+            (default 2).
 
     Returns:
         A ``PreTrainedTokenizerBase`` with pad=0, eos=1, unk=2.
@@ -79,7 +90,9 @@ def build_tokenizer(
             alphabet = "".join(sorted(set().union(*map(set, texts))))
         return _char_tokenizer(alphabet, extra_ids)
     if texts is None:
-        raise ConfigError("a unigram tokenizer needs texts= to train on (e.g. the training split's texts)")
+        raise ConfigError(f"a {kind} tokenizer needs texts= to train on (e.g. the training split's texts)")
+    if kind == "word":
+        return _word_tokenizer(texts, alphabet, vocab_size, 2 if min_frequency is None else min_frequency, extra_ids)
     return _unigram_tokenizer(texts, 1000 if vocab_size is None else vocab_size, extra_ids)
 
 
@@ -87,10 +100,10 @@ def known_size(kind: str, alphabet: str | None = None, extra_ids: int | None = N
     """``len()`` of the tokenizer :func:`build_tokenizer` makes, where that is fixed without building it.
 
     Byte: the specials, 256 bytes and the sentinels; char: the specials, each distinct character of
-    ``alphabet`` and the sentinels. None for unigram (its size comes from training), for a char
+    ``alphabet`` and the sentinels. None for unigram and word (their sizes come from the texts), for a char
     tokenizer without an alphabet (its characters come from the data) and for a saved directory.
     """
-    if kind not in KINDS or kind == "unigram" or (kind == "char" and not alphabet):
+    if kind not in KINDS or kind in ("unigram", "word") or (kind == "char" and not alphabet):
         return None
     extra = DEFAULT_EXTRA_IDS[kind] if extra_ids is None else extra_ids
     body = 256 if kind == "byte" else len(set(alphabet or ""))
@@ -129,6 +142,70 @@ def _char_tokenizer(alphabet: str, extra_ids: int) -> PreTrainedTokenizerBase:
         eos_token="</s>",
         unk_token="<unk>",
         additional_special_tokens=sentinels[::-1],  # <extra_id_0> first, as T5Tokenizer lists them
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def word_vocabulary(
+    texts: Iterable[str], min_frequency: int = 2, max_words: int | None = None
+) -> list[str]:
+    """The words a word tokenizer keeps whole: those seen ``min_frequency`` times or more in ``texts``
+    (split on whitespace), most frequent first (ties in first-seen order), at most ``max_words``."""
+    counts: dict[str, int] = {}
+    for text in texts:
+        for word in text.split():
+            counts[word] = counts.get(word, 0) + 1
+    kept = [w for w, n in counts.items() if n >= min_frequency]
+    kept.sort(key=lambda w: -counts[w])  # stable: ties keep first-seen order
+    return kept if max_words is None else kept[:max_words]
+
+
+def _word_tokenizer(
+    texts: Iterable[str], alphabet: str | None, max_words: int | None, min_frequency: int, extra_ids: int
+) -> PreTrainedTokenizerBase:
+    # WordPiece's greedy longest match (Wu et al. 2016, arXiv:1609.08144, sec. 4.1) over {"▁" + each
+    # frequent word} + {each character, with "▁" at a word's start and bare inside one} is exactly
+    # "a known word is one id, any other word its characters"; the pieces are chosen here, not learned.
+    # "▁" marks a word's start as SentencePiece does, so decoding never needs to strip a prefix.
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    for name, value in (("min_frequency", min_frequency), ("vocab_size", max_words)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"word tokenizer {name}={value!r}: give an integer >= 1")
+    texts = list(texts)
+    for text in texts:
+        if " ".join(text.split()) != text or _WORD_START in text:
+            raise ConfigError(
+                f"word tokenizer: the text {text[:40]!r} has whitespace other than single spaces between words "
+                f"(or a {_WORD_START!r}), which it cannot give back on decoding; use tokenizer: char or byte"
+            )
+    chars = list(dict.fromkeys((alphabet or "") + "".join(sorted(set().union(*map(set, texts)) - {" "}))))
+    if not chars:
+        raise ConfigError("word tokenizer: texts= holds no non-space character to build a vocabulary from")
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for ch in chars:
+        vocab.setdefault(_WORD_START + ch, len(vocab))
+        vocab.setdefault(ch, len(vocab))
+    for word in word_vocabulary(texts, min_frequency, max_words):
+        vocab.setdefault(_WORD_START + word, len(vocab))
+    sentinels = _sentinels_descending(extra_ids)
+    for tok in sentinels:
+        vocab[tok] = len(vocab)
+    tok = Tokenizer(
+        models.WordPiece(vocab, unk_token="<unk>", continuing_subword_prefix="", max_input_chars_per_word=10**9)
+    )
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=_WORD_START, prepend_scheme="always", split=True)
+    tok.decoder = decoders.Metaspace(replacement=_WORD_START, prepend_scheme="always", split=True)
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", vocab["</s>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        additional_special_tokens=sentinels[::-1],
         clean_up_tokenization_spaces=False,
     )
 

@@ -72,3 +72,28 @@ def test_tensorboard_logger_and_early_stop(tmp_path):
     # min_delta=10 means no validation can count as an improvement: stops after the 2nd validation
     rows = [r for r in csv.DictReader(open(result.run_dir / "metrics.csv")) if r["val_loss"]]
     assert int(rows[-1]["step"]) < 60
+
+
+def test_word_tokenizer_run_takes_its_words_from_the_training_split_only(tmp_path):
+    """tokenizer: word learns whole numbers from the training split (a held-out word is spelled, never
+    looked up), and the saved run model reloads with that tokenizer."""
+    from t5lab.tasks import build_splits
+    from t5lab.tokenizers import load_tokenizer
+
+    data = {"task": "numbersort", "options": {"min_len": 1, "max_len": 3, "min_value": 10, "max_value": 99},
+            "train": 40, "val": 8, "test": 8, "max_length": 8, "seed": 0}
+    [result] = train(tiny(data=data, tokenizer={"kind": "word", "min_frequency": 1}), [], out=tmp_path, progress=False)
+    tok = load_tokenizer(result.run_dir / "model")
+    from t5lab.config import validate
+    from t5lab.plan import resolve
+
+    plan = resolve(validate(tiny(data=data)))
+    splits = build_splits(plan.task, 40, 8, 8, 0)
+    seen = {w for r in splits["train"] for t in (r.input, r.target) for w in t.split()}
+    held_out = {w for s in ("val", "test") for r in splits[s] for w in r.input.split()} - seen
+    vocab = tok.get_vocab()
+    assert seen and all("\u2581" + w in vocab for w in seen)
+    assert held_out and not any("\u2581" + w in vocab for w in held_out)
+    for word in held_out:
+        assert tok.tokenize(word) == ["\u2581" + word[0], word[1]]
+    assert "test_exact_match" in result.metrics

@@ -118,6 +118,14 @@ def build_tokenizer_for(cfg: ExperimentConfig, task: Any, splits: dict[str, list
         return build_tokenizer("char", texts=texts, alphabet=alphabet)
     if kind == "unigram":
         return build_tokenizer("unigram", texts=_texts(splits["train"]), vocab_size=cfg.tokenizer.vocab_size)
+    if kind == "word":  # words from the training split only, so held-out text cannot leak into the vocabulary
+        return build_tokenizer(
+            "word",
+            texts=_texts(splits["train"]),
+            alphabet=task.alphabet(),
+            vocab_size=cfg.tokenizer.vocab_size,
+            min_frequency=cfg.tokenizer.min_frequency,
+        )
     return load_tokenizer(kind)
 
 
