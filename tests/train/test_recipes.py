@@ -22,6 +22,8 @@ LONGEST = {
     "numbersort": 30 * 3 + 29,  # 30 three-digit numbers and the spaces between them
     "long_addition": 20 + 1 + 20,  # "a+b" with two 20-digit operands (the sum has at most 21 digits)
 }
+# the same with tokenizer: word (one token per whitespace-separated word)
+LONGEST_WORDS = {"numbersort": 30}  # 30 numbers
 # (double)histogram targets are longer than their inputs and have no closed-form bound (a count can
 # have two digits): the longest target of the recipe's own 50,000 + val + test examples, measured
 LONGEST_ALL_SPLITS = {"histogram": 167, "doublehistogram": 239}
@@ -63,7 +65,7 @@ def test_recipe_is_its_seed_task_with_a_stop_target(name):
 def test_recipe_max_length_fits_the_longest_example(name):
     [(plan, _)] = load_plans(str(RECIPES / name), [])
     cfg = plan.cfg
-    longest = LONGEST[cfg.data.task]
+    longest = (LONGEST_WORDS if cfg.tokenizer.kind == "word" else LONGEST)[cfg.data.task]
     assert longest + 1 <= cfg.data.max_length  # + eos: nothing is truncated
     # and the hand count is the real one: 3000 drawn examples reach it, through the recipe's tokenizer
     splits = build_splits(plan.task, 3000, 0, 0, cfg.data.seed)
@@ -92,3 +94,14 @@ def test_recipe_trains_end_to_end_when_tiny(name, tmp_path):
     [result] = train(str(RECIPES / name), TINY, out=tmp_path, progress=False)
     assert (result.run_dir / "DONE").exists()
     assert "val_exact_match" in result.metrics and "test_exact_match" in result.metrics
+
+
+def test_numbersort_recipe_gives_every_number_its_own_token():
+    """numbersort.yaml's word tokenizer, built from its 50,000 training lists, has all 900 numbers
+    100..999 as words, so no held-out number is ever spelled digit by digit."""
+    [(plan, _)] = load_plans(str(RECIPES / "numbersort.yaml"), [])
+    cfg = plan.cfg
+    assert cfg.tokenizer.kind == "word"
+    splits = build_splits(plan.task, cfg.data.train, 0, 0, cfg.data.seed)
+    vocab = build_tokenizer_for(cfg, plan.task, splits).get_vocab()
+    assert all(f"\u2581{n}" in vocab for n in range(100, 1000))
