@@ -36,7 +36,6 @@ class TokenizerSpec:
 
     kind: str
     vocab_size: int | None = None
-    min_frequency: int | None = None
 
     @property
     def is_directory(self) -> bool:
@@ -97,7 +96,7 @@ def resolve(cfg: ExperimentConfig) -> Plan:
     check_packing(d, kind)
     if cfg.model.init_from is not None:
         variant.check_checkpoint(cfg.model.init_from)
-    tokenizer = TokenizerSpec(cfg.tokenizer.kind, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency)
+    tokenizer = TokenizerSpec(cfg.tokenizer.kind, cfg.tokenizer.vocab_size)
     _check_tokenizer(tokenizer)
     if cfg.model.init_from is not None and not cfg.model.resize_embeddings:
         _check_vocab(cfg.model.init_from, tokenizer.known_size(task))

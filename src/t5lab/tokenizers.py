@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal
 from t5lab.errors import ConfigError, T5LabError
 
 if TYPE_CHECKING:
+    from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerBase
 
 TokenizerKind = Literal["byte", "char", "unigram", "word"]
@@ -116,8 +117,7 @@ def _sentinels_descending(extra_ids: int) -> list[str]:
 
 
 def _char_tokenizer(alphabet: str, extra_ids: int) -> PreTrainedTokenizerBase:
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
     if not isinstance(alphabet, str) or not alphabet:
         raise ConfigError(f"char tokenizer alphabet={alphabet!r}: give a non-empty string of characters")
@@ -125,14 +125,28 @@ def _char_tokenizer(alphabet: str, extra_ids: int) -> PreTrainedTokenizerBase:
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for ch in chars:
         vocab.setdefault(ch, len(vocab))
-    sentinels = _sentinels_descending(extra_ids)
-    for tok in sentinels:
-        vocab[tok] = len(vocab)
+    sentinels = _add_sentinels(vocab, extra_ids)
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     # One piece per character, whitespace and newlines included ([\s\S] also matches '\n'), so
     # spaces survive: no normalizer, no whitespace splitting. Fuse joins pieces without spaces.
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
+    return _t5_fast_tokenizer(tok, vocab, sentinels)
+
+
+def _add_sentinels(vocab: dict[str, int], extra_ids: int) -> list[str]:
+    """Append the sentinels to ``vocab`` (T5's layout: <extra_id_0> gets the highest id); returns them."""
+    sentinels = _sentinels_descending(extra_ids)
+    for tok in sentinels:
+        vocab[tok] = len(vocab)
+    return sentinels
+
+
+def _t5_fast_tokenizer(tok: Tokenizer, vocab: dict[str, int], sentinels: list[str]) -> PreTrainedTokenizerBase:
+    """Wrap a ``tokenizers`` backend with T5's conventions: ``</s>`` appended, pad/eos/unk, sentinels."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
     tok.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", vocab["</s>"])]
     )
@@ -167,8 +181,7 @@ def _word_tokenizer(
     # frequent word} + {each character, with "▁" at a word's start and bare inside one} is exactly
     # "a known word is one id, any other word its characters"; the pieces are chosen here, not learned.
     # "▁" marks a word's start as SentencePiece does, so decoding never needs to strip a prefix.
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     for name, value in (("min_frequency", min_frequency), ("vocab_size", max_words)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -189,25 +202,13 @@ def _word_tokenizer(
         vocab.setdefault(ch, len(vocab))
     for word in word_vocabulary(texts, min_frequency, max_words):
         vocab.setdefault(_WORD_START + word, len(vocab))
-    sentinels = _sentinels_descending(extra_ids)
-    for tok in sentinels:
-        vocab[tok] = len(vocab)
+    sentinels = _add_sentinels(vocab, extra_ids)
     tok = Tokenizer(
         models.WordPiece(vocab, unk_token="<unk>", continuing_subword_prefix="", max_input_chars_per_word=10**9)
     )
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=_WORD_START, prepend_scheme="always", split=True)
     tok.decoder = decoders.Metaspace(replacement=_WORD_START, prepend_scheme="always", split=True)
-    tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", vocab["</s>"])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<pad>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        additional_special_tokens=sentinels[::-1],
-        clean_up_tokenization_spaces=False,
-    )
+    return _t5_fast_tokenizer(tok, vocab, sentinels)
 
 
 def _unigram_tokenizer(texts: Iterable[str], vocab_size: int, extra_ids: int) -> PreTrainedTokenizerBase:

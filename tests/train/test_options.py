@@ -77,6 +77,8 @@ def test_tensorboard_logger_and_early_stop(tmp_path):
 def test_word_tokenizer_run_takes_its_words_from_the_training_split_only(tmp_path):
     """tokenizer: word learns whole numbers from the training split (a held-out word is spelled, never
     looked up), and the saved run model reloads with that tokenizer."""
+    from t5lab.config import validate
+    from t5lab.plan import resolve
     from t5lab.tasks import build_splits
     from t5lab.tokenizers import load_tokenizer
 
@@ -84,9 +86,6 @@ def test_word_tokenizer_run_takes_its_words_from_the_training_split_only(tmp_pat
             "train": 40, "val": 8, "test": 8, "max_length": 8, "seed": 0}
     [result] = train(tiny(data=data, tokenizer={"kind": "word", "min_frequency": 1}), [], out=tmp_path, progress=False)
     tok = load_tokenizer(result.run_dir / "model")
-    from t5lab.config import validate
-    from t5lab.plan import resolve
-
     plan = resolve(validate(tiny(data=data)))
     splits = build_splits(plan.task, 40, 8, 8, 0)
     seen = {w for r in splits["train"] for t in (r.input, r.target) for w in t.split()}
