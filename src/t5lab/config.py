@@ -102,6 +102,22 @@ class ModelConfig(Section):
         return v
 
 
+class CurriculumConfig(Section):
+    """``data.curriculum``: training steps below ``steps`` draw only inputs of at most
+    ``t5lab.train.curriculum.length_limit`` tokens (``start`` at step 0, rising linearly to the
+    longest training input at ``steps``); lengths count the model's input tokens, eos included."""
+
+    start: int
+    steps: int
+
+    @field_validator("start", "steps")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"must be >= 1, got {v}")
+        return v
+
+
 class DataConfig(Section):
     """Task, split sizes and how text becomes training examples.
 
@@ -133,6 +149,8 @@ class DataConfig(Section):
     # tokens per packed row (each side for seq2seq); None: the batch's longest example. A fixed
     # length gives static batch shapes (rows padded to a multiple of 8), e.g. for torch.compile
     pack_length: int | None = None
+    # length curriculum (t5lab.train.curriculum): short inputs first, all of them from `steps` on
+    curriculum: CurriculumConfig | None = None
 
     @field_validator("pack_length")
     @classmethod

@@ -26,12 +26,12 @@ from tests.train.test_faults import killed_run
 EPOCH = 13
 
 
-def config(variant: str, bucketing: bool) -> dict:
+def config(variant: str, bucketing: bool, curriculum: dict | None = None) -> dict:
     return tiny(
         name=f"identity-{variant}-{bucketing}",
         model={"variant": variant, "d_model": 32, "d_ff": 64, "d_kv": 16, "dropout": 0.1},
         data={"options": {"min_len": 1, "max_len": 8, "alphabet": "abcd"}, "train": 100, "val": 8, "test": 8,
-              "max_length": 10, "bucketing": bucketing},
+              "max_length": 10, "bucketing": bucketing, "curriculum": curriculum},
         train={"max_steps": 30, "val_check_interval": 5, "val_examples": 4, "schedule": "linear", "warmup_steps": 3,
                "lr": 3e-3, "log_every_n_steps": 1, "stop_at": {"val_exact_match": 0.999}},
     )
@@ -42,9 +42,14 @@ def killed_after_step(out, raw, step: int):
     return killed_run(out, f"step:{step}", raw)  # RunGuard.on_train_batch_end's fault point
 
 
-@pytest.mark.parametrize(("variant", "bucketing"), [("gpt2", True), ("decoder_only", True), ("gpt2", False)])
-def test_resume_after_epoch_end_checkpoint_equals_uninterrupted(tmp_path, variant, bucketing):
-    raw = config(variant, bucketing)
+# the curriculum case: a length curriculum over 20 steps (t5lab.train.curriculum) is still on at the
+# checkpoint (step 13) and at the kill (step 16), so the resumed run must redraw its batches 14-20
+@pytest.mark.parametrize(
+    ("variant", "bucketing", "curriculum"),
+    [("gpt2", True, None), ("decoder_only", True, None), ("gpt2", False, None), ("t5", True, {"start": 3, "steps": 20})],
+)
+def test_resume_after_epoch_end_checkpoint_equals_uninterrupted(tmp_path, variant, bucketing, curriculum):
+    raw = config(variant, bucketing, curriculum)
     [reference] = train(raw, out=tmp_path / "ref", progress=False)
     ref = reference.run_dir
 

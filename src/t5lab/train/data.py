@@ -15,7 +15,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from t5lab.formulation import Example, Formulation
 from t5lab.train.timing import phase
@@ -183,6 +183,9 @@ class T5LabDataModule(pl.LightningDataModule):
         packing: Pack each training batch into fewer rows (``t5lab.train.packing``; bucketing, if
             on, chooses the batch first). Evaluation batches are never packed.
         pack_length: Tokens per packed row (None: the batch's longest example).
+        curriculum: ``(start, batches)`` of a length curriculum (:mod:`t5lab.train.curriculum`):
+            the first ``batches`` training batches draw inputs of at most ``start`` tokens at
+            first, then linearly more; None: none.
     """
 
     def __init__(
@@ -196,6 +199,7 @@ class T5LabDataModule(pl.LightningDataModule):
         bucketing: bool = False,
         packing: bool = False,
         pack_length: int | None = None,
+        curriculum: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.formulation = formulation
@@ -208,6 +212,7 @@ class T5LabDataModule(pl.LightningDataModule):
         self.bucketing = bucketing  # training batches of similar length (t5lab.train.fast)
         self.packing = packing
         self.pack_length = pack_length
+        self.curriculum = curriculum  # (start, batches): t5lab.train.curriculum
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -217,10 +222,19 @@ class T5LabDataModule(pl.LightningDataModule):
         examples = self.examples.get(split) or []
         rank, world = self._rank_world()
         sampler = EpochSampler(len(examples), self.seed, shuffle=train, rank=rank, world=world, pad=not train)
-        if train and self.bucketing:
+        if train and (self.bucketing or self.curriculum):
             from t5lab.train.fast import BucketBatchSampler, example_length
 
-            batches = BucketBatchSampler([example_length(e) for e in examples], self.batch_size, self.seed, rank, world)
+            if self.bucketing:
+                batches = BucketBatchSampler([example_length(e) for e in examples], self.batch_size, self.seed, rank, world)
+            else:
+                batches = BatchSampler(sampler, self.batch_size, drop_last=False)
+            if self.curriculum:
+                from t5lab.train.curriculum import CurriculumBatchSampler
+
+                start, n = self.curriculum
+                batches = CurriculumBatchSampler([len(e.prompt) for e in examples], batches, self.batch_size,
+                                                 start, n, self.seed, rank, world)
             return ResumableLoader(ExampleDataset(examples), batch_sampler=batches, collate_fn=self._train_collator(),
                                    num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed),
                                    persistent_workers=self.num_workers > 0, epoch=self._current_epoch)

@@ -136,6 +136,27 @@ def _bucketing(cfg: ExperimentConfig, examples: list[Any]) -> bool:
     return resolve_bucketing(cfg.data.bucketing, [example_length(e) for e in examples])
 
 
+def _curriculum(cfg: ExperimentConfig, examples: list[Any]) -> tuple[int, int] | None:
+    """data.curriculum as (start, batches under it) for the datamodule; its start checked against
+    the training inputs (t5lab.train.curriculum), and said in one line."""
+    c = cfg.data.curriculum
+    if c is None:
+        return None
+    lengths = [len(e.prompt) for e in examples]
+    shortest, longest = min(lengths), max(lengths)
+    if c.start < shortest:
+        raise ConfigError(
+            f"config key data.curriculum.start={c.start}: every training input is longer (the shortest has "
+            f"{shortest} tokens, eos included); set start >= {shortest}"
+        )
+    first = sum(n <= c.start for n in lengths)
+    print(
+        f"data.curriculum: step 0 draws from the {first} of {len(lengths)} training inputs with at most {c.start} "
+        f"tokens; the limit grows linearly to all ({longest} tokens) at step {c.steps}"
+    )
+    return c.start, c.steps * max(1, cfg.train.accumulate_grad_batches)
+
+
 def _packing(cfg: ExperimentConfig, kind: str) -> bool:
     """data.packing resolved (auto: t5lab.train.packing.resolve_packing)."""
     from t5lab.train.packing import resolve_packing
@@ -189,6 +210,7 @@ def build_pieces(cfg: ExperimentConfig, tokenizer: Any = None) -> Pieces:
             pack_length=cfg.data.pack_length,
         )
         dm.bucketing = _bucketing(cfg, dm.examples["train"])
+        dm.curriculum = _curriculum(cfg, dm.examples["train"])
     from t5lab.variants import BuildInfo
 
     info = BuildInfo.for_run(cfg, task, tokenizer)
