@@ -60,8 +60,12 @@ def _harness_rows(out: Path) -> tuple[list[float], list[dict[str, str]]]:
 
 @pytest.mark.parametrize(
     "variant,extra",
-    [("gpt2", []), ("t5", []), ("pseudo_dec", []), ("decoder_only", []), ("t5", ["data.bucketing=false"])],
-    ids=["gpt2", "t5", "pseudo_dec", "decoder_only", "t5-no-bucketing"],
+    [("gpt2", []), ("t5", []), ("pseudo_dec", []), ("decoder_only", []), ("t5", ["data.bucketing=false"]),
+     # a length curriculum over 6 of the 10 steps, after it bucketed or plain batches
+     ("decoder_only", ["data.curriculum.start=4", "data.curriculum.steps=6"]),
+     ("t5", ["data.bucketing=false", "data.curriculum.start=4", "data.curriculum.steps=6"])],
+    ids=["gpt2", "t5", "pseudo_dec", "decoder_only", "t5-no-bucketing", "decoder_only-curriculum",
+         "t5-no-bucketing-curriculum"],
 )
 def test_plain_loop_trains_the_same_model_on_the_same_batches(tmp_path, variant, extra):
     raw, ov, cfg = _cell(variant, extra)

@@ -228,28 +228,36 @@ def build_model(cfg: Any, data: Data) -> Any:
 
 
 def _sampler(cfg: Any, data: Data) -> Any:
-    """The harness's training sampler for one rank (t5lab.train.data / t5lab.train.fast)."""
+    """The harness's training batch sampler for one rank (t5lab.train.data, t5lab.train.fast,
+    t5lab.train.curriculum): index lists, with the epoch set by ``set_epoch``."""
+    from torch.utils.data import BatchSampler
+
     from t5lab.train.data import EpochSampler
     from t5lab.train.fast import BucketBatchSampler, example_length
 
+    t, c = cfg.train, cfg.data.curriculum
     if data.bucketing:
-        return BucketBatchSampler([example_length(e) for e in data.train], cfg.train.batch_size, cfg.train.seed, 0, 1)
-    return EpochSampler(len(data.train), cfg.train.seed, shuffle=True)
+        batches = BucketBatchSampler([example_length(e) for e in data.train], t.batch_size, t.seed, 0, 1)
+    else:  # the DataLoader's own batching of an EpochSampler (drop_last=False)
+        batches = BatchSampler(EpochSampler(len(data.train), t.seed, shuffle=True), t.batch_size, drop_last=False)
+    if c is None:
+        return batches
+    from t5lab.train.curriculum import CurriculumBatchSampler
+
+    # check_plain refuses gradient accumulation, so batches under the curriculum = its steps
+    return CurriculumBatchSampler([len(e.prompt) for e in data.train], batches, t.batch_size, c.start, c.steps, t.seed)
 
 
 def _batch_indices(cfg: Any, data: Data):
     """``(epoch, batch_idx, example indices)`` of every training batch, epoch after epoch."""
     sampler = _sampler(cfg, data)
-    bs = cfg.train.batch_size
     epoch = 0
     while True:
-        sampler.set_epoch(epoch)
-        if data.bucketing:
-            batches = list(sampler)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
         else:
-            order = list(sampler)
-            batches = [order[i : i + bs] for i in range(0, len(order), bs)]  # DataLoader, drop_last=False
-        for i, idx in enumerate(batches):
+            sampler.sampler.set_epoch(epoch)
+        for i, idx in enumerate(sampler):
             yield epoch, i, idx
         epoch += 1
 
@@ -411,8 +419,7 @@ def plain_run(cfg: Any, max_steps: int | None = None, validate: bool = True) -> 
     dataset = ExampleDataset(data.train)
     limit = t.max_steps if max_steps is None else max_steps
     targets = stop_targets(t.stop_at) if t.stop_at and validate else []
-    bs = t.batch_size
-    batches_per_epoch = len(_sampler(cfg, data)) if data.bucketing else math.ceil(len(data.train) / bs)
+    batches_per_epoch = len(_sampler(cfg, data))
     should_val = _val_rule(cfg, batches_per_epoch)
     side = Side()
     train_start = time.perf_counter()
