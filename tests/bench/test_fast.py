@@ -127,7 +127,12 @@ def test_auto_compile_fused_and_bucketing():
     assert resolve_compile("auto", "cpu") is False  # measured: compile costs minutes on CPU, gains nothing
     assert resolve_compile(True, "cpu") is True
     assert resolve_fused("auto") is True
-    assert resolve_fused("auto", precision="16-mixed", clip=1.0) is False  # Lightning cannot clip those
+    # Lightning's MixedPrecision plugin cannot clip optimizers that unscale internally (fused AdamW)
+    assert resolve_fused("auto", precision="16-mixed", clip=1.0) is False
+    assert resolve_fused("auto", precision="bf16-mixed", clip=1.0) is False
+    assert resolve_fused("auto", precision="bf16-mixed", clip=None) is True
+    with pytest.raises(ValueError, match="cannot clip"):
+        resolve_fused(True, precision="bf16-mixed", clip=1.0)
     assert resolve_fused("auto", optimizer="adafactor") is False
     with pytest.raises(ValueError, match="no fused kernel"):
         resolve_fused(True, optimizer="adafactor")

@@ -26,6 +26,8 @@ BAD_OVERRIDES = [
     (["model.variant=enct5"], "model.variant=enct5"),
     (["train.precision=16-mixed"], "train.precision=16-mixed"),  # needs a GPU
     (["trainer.accelerator=gpu"], "trainer.accelerator=gpu"),  # no GPU here
+    # Lightning cannot clip a fused (internally unscaling) optimizer under mixed precision
+    (["train.fused_optimizer=true", "train.precision=bf16-mixed", "train.gradient_clip_val=1.0"], "cannot clip"),
     (["trainer.strategy=deepspeed"], "deepspeed"),
     (["trainer.strategy=fsdp"], "trainer.strategy=fsdp"),
     (["data.train=100000", "data.options.max_len=2"], "distinct"),  # more examples than the task has
@@ -46,6 +48,14 @@ def test_bad_input_exits_2_with_one_line_and_no_run_dir(tmp_path, capsys, overri
     assert err.startswith("error: ") and needle in err
     assert len(err.splitlines()) == 1, err
     assert not out.exists(), "a run directory was created for a bad config"
+
+
+def test_bf16_mixed_with_clipping_trains(tmp_path):
+    # fused_optimizer=auto must not pick fused AdamW here: Lightning's MixedPrecision plugin refuses to
+    # clip it (found on an AVX512/AMX CPU, where precision=auto resolves to bf16-mixed)
+    config = write(tmp_path, tiny(train={"max_steps": 2}))
+    overrides = ["train.precision=bf16-mixed", "train.gradient_clip_val=1.0", "train.val_check_interval=2"]
+    assert main(["train", config, *overrides, "--out", str(tmp_path / "runs"), "--no-progress"]) == 0
 
 
 def test_missing_logger_package_is_a_config_error(tmp_path, capsys):

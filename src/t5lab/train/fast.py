@@ -15,8 +15,10 @@ Config keys (``"auto"`` is the default of each; see docs/benchmarks.md for their
   after ~14,000 steps, far beyond a tiny run (the quickstart is 600 steps), so ``auto`` stays off
   on CPU; set ``train.compile=true`` for long small-batch runs.
 - ``train.fused_optimizer``: ``auto`` uses ``torch.optim.AdamW(fused=True)`` (one kernel per
-  parameter group instead of a Python loop over tensors), except with ``16-mixed`` + gradient
-  clipping, which Lightning does not support for optimizers that unscale internally.
+  parameter group instead of a Python loop over tensors), except with a mixed precision
+  (``16-mixed`` or ``bf16-mixed``) + gradient clipping: Lightning's ``MixedPrecision`` plugin
+  refuses to clip for optimizers that unscale internally, fused AdamW among them (seen on an
+  AVX512/AMX CPU, where ``precision: auto`` is ``bf16-mixed``).
 - ``data.bucketing``: ``auto`` groups training examples of similar length into a batch when the
   training split's lengths vary, so that batches carry little padding (the ``group_by_length``
   idea of HF ``Trainer`` and fairseq's length-sorted batching). The order stays a pure function of
@@ -101,17 +103,24 @@ def resolve_compile(setting: Auto, accelerator: str = "cpu") -> bool:
 
 
 def resolve_fused(setting: Auto, optimizer: str = "adamw", precision: str = "32", clip: float | None = None) -> bool:
-    """Whether AdamW runs fused (``auto``: yes, unless ``16-mixed`` with gradient clipping).
+    """Whether AdamW runs fused (``auto``: yes, unless a mixed precision with gradient clipping).
 
     Raises:
-        ValueError: ``fused_optimizer=true`` with an optimizer that has no fused kernel.
+        ValueError: ``fused_optimizer=true`` with an optimizer that has no fused kernel, or with a
+            mixed precision and gradient clipping (Lightning cannot clip those).
     """
+    cannot_clip = precision in ("16-mixed", "bf16-mixed") and bool(clip)
     if setting == "auto":
-        return optimizer == "adamw" and not (precision == "16-mixed" and clip)
+        return optimizer == "adamw" and not cannot_clip
     if setting and optimizer != "adamw":
         raise ValueError(
             f"train.fused_optimizer=true: optimizer {optimizer!r} has no fused kernel; use optimizer=adamw "
             "or fused_optimizer=auto"
+        )
+    if setting and cannot_clip:
+        raise ValueError(
+            f"train.fused_optimizer=true with train.precision={precision} and gradient clipping: Lightning cannot "
+            "clip an optimizer that unscales internally; use fused_optimizer=auto, precision=32 or gradient_clip_val=null"
         )
     return bool(setting)
 

@@ -67,6 +67,13 @@ def check_runtime(cfg: ExperimentConfig) -> None:
         raise ConfigError("config key train.precision=bf16-mixed: this GPU has no bfloat16; use train.precision=16-mixed or 32")
     if p == "16-mixed" and not on_gpu:
         raise ConfigError("config key train.precision=16-mixed needs a GPU; on CPU use train.precision=bf16-mixed or 32")
+    if cfg.train.fused_optimizer is True:  # before the run dir exists: Lightning would fail at the first clip
+        from t5lab.train.fast import resolve_fused, resolve_precision
+
+        try:
+            resolve_fused(True, cfg.train.optimizer, resolve_precision(p, t.accelerator), cfg.train.gradient_clip_val)
+        except ValueError as err:
+            raise ConfigError(f"config key {err}") from None
     if t.strategy == "fsdp" and not on_gpu:
         raise ConfigError("config key trainer.strategy=fsdp needs GPUs; on CPU use trainer.strategy=ddp")
     if t.strategy == "deepspeed":
