@@ -328,6 +328,17 @@ def _to(batch: dict[str, Any], device: str) -> dict[str, Any]:
     return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
 
 
+def _autocast(cfg: Any, device: str) -> Any:
+    """The autocast context Lightning's ``bf16-mixed`` plugin runs training and validation steps under
+    (``MixedPrecision.autocast_context_manager``: no weight-cast cache), disabled at ``32``."""
+    import torch
+
+    from t5lab.train.fast import resolve_precision
+
+    bf16 = resolve_precision(cfg.train.precision, cfg.trainer.accelerator) == "bf16-mixed"
+    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16, cache_enabled=False)
+
+
 def validate_plain(model: Any, cfg: Any, data: Data, device: str) -> dict[str, float]:
     """The harness's validation metrics (``T5LabModule._eval_step`` / ``_finish_eval``): token-weighted
     loss and token accuracy over the whole split, exact match of the greedy decodings of its first
@@ -346,7 +357,7 @@ def validate_plain(model: Any, cfg: Any, data: Data, device: str) -> dict[str, f
     new_tokens = get_variant(cfg.model.variant).new_tokens
     loss_sum = n = correct = exact = count = 0.0
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), _autocast(cfg, device):
         for start in range(0, len(data.val), size):
             items = [(i, data.val[i]) for i in range(start, min(start + size, len(data.val)))]
             b = collate(items)
@@ -431,7 +442,7 @@ def plain_run(cfg: Any, max_steps: int | None = None, validate: bool = True) -> 
         step_start = time.perf_counter()
         # the harness seeds dropout per step from (seed, epoch, batch, rank): T5LabModule.on_train_batch_start
         torch.default_generator.manual_seed(hash((t.seed, epoch, i, 0)) % (2**63))
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+        with _autocast(cfg, device):
             if "segment_ids" in batch:
                 from t5lab.train.packing import packed_forward
 
@@ -439,8 +450,8 @@ def plain_run(cfg: Any, max_steps: int | None = None, validate: bool = True) -> 
             else:
                 loss = model(**batch).loss
         loss.backward()
-        if t.gradient_clip_val:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.gradient_clip_val)
+        if t.gradient_clip_val:  # over the optimizer's parameters in its order, as Lightning's clip_grad_by_norm
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], t.gradient_clip_val)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if sched is not None:
