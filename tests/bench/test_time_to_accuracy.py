@@ -139,8 +139,18 @@ def test_variant_recipe_first_and_options_kept_only_for_their_variant(tmp_path):
     raw, path = recipe_config("copy", "t5", tmp_path)
     assert path.name == "copy-t5.yaml" and raw["model"]["d_model"] == 48
     (tmp_path / "sort.yaml").write_text("data: {task: copy}\n")
-    with pytest.raises(ConfigError, match="data.task='copy', expected 'sort'"):
+    with pytest.raises(ConfigError, match="data.task='copy' evaluates 'copy', expected 'sort'"):
         recipe_config("sort", "t5", tmp_path)
+    # a mixture recipe is the recipe of the task it evaluates
+    (tmp_path / "reverse.yaml").write_text(
+        "data: {task: mixture, options: {evaluate: reverse, tasks: {reverse: {prefix: 'r: '}, copy: {prefix: 'c: '}}}}\n")
+    raw, path = recipe_config("reverse", "t5", tmp_path)
+    assert path.name == "reverse.yaml" and raw["data"]["task"] == "mixture"
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(tmp_path / "reverse.yaml", other / "copy.yaml")
+    with pytest.raises(ConfigError, match="evaluates 'reverse', expected 'copy'"):
+        recipe_config("copy", "t5", other)
 
 
 def test_table_has_one_row_per_task_and_variant_and_lists_skipped_cells(tmp_path):

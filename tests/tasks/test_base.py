@@ -168,7 +168,9 @@ def test_errors_are_one_line_config_errors(call):
     with pytest.raises(ConfigError) as err:
         call()
     msg = str(err.value)
-    assert msg and "\n" not in msg and len(msg) < 300
+    # one line; the unknown-name error lists every registered task, so it grows with the registry
+    # (and with the tasks doc examples register in the same session)
+    assert msg and "\n" not in msg and len(msg) < (400 if "known tasks:" in msg else 300)
 
 
 def test_default_options_fit_the_default_config_sizes():

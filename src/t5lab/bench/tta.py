@@ -82,12 +82,17 @@ def recipe_config(task: str, variant: str, folder: Path | None = None) -> tuple[
         ConfigError: The recipe is for another task.
     """
     from t5lab.config import read_yaml
+    from t5lab.tasks import get_task
     from t5lab.variants import get_variant
 
     path = find_recipe(task, variant, folder)
     raw = read_yaml(path)
-    if (raw.get("data") or {}).get("task") != task:
-        raise ConfigError(f"recipe {path}: data.task={raw.get('data', {}).get('task')!r}, expected {task!r}; fix the recipe")
+    data = raw.get("data") or {}
+    named = data.get("task")
+    if named == "mixture":  # a mixture recipe reports on its evaluated entry (t5lab.tasks.mixture)
+        named = get_task("mixture", **dict(data.get("options") or {})).evaluated_task.name
+    if named != task:
+        raise ConfigError(f"recipe {path}: data.task={data.get('task')!r} evaluates {named!r}, expected {task!r}; fix the recipe")
     model = dict(raw.get("model") or {})
     if model.get("variant", "t5") != variant:
         model["variant"] = variant

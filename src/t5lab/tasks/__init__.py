@@ -1,13 +1,14 @@
 """Tasks: registered record generators and file readers for the training harness.
 
 Importing this package registers the built-in tasks (synthetic seq2seq, classification, text):
-``t5lab.tasks.registry`` imports their modules; ``t5lab.tasks.base`` (records, ``Task``,
+``t5lab.tasks.registry`` imports their modules, and this package ``mixture`` (which uses the registry); ``t5lab.tasks.base`` (records, ``Task``,
 ``register_task``) imports none of them.
 Add your own with ``@register_task("name")`` on a :class:`Task` subclass.
 """
 
 from __future__ import annotations
 
+from t5lab.tasks import mixture  # noqa: F401  (registers `mixture`, which builds its entries through the registry)
 from t5lab.tasks.base import (
     ClassificationTask,
     Labelled,

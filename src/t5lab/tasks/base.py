@@ -83,6 +83,16 @@ class Task:
         """True when the task draws records with :meth:`generate` (else it has a fixed :meth:`load`)."""
         return type(self).generate is not Task.generate
 
+    @property
+    def evaluated_task(self) -> Task:
+        """The task whose records the val and test splits hold: this one (a mixture's evaluated entry)."""
+        return self
+
+    def draw_splits(self, sizes: dict[str, Any], seed: int) -> dict[str, list[Record]] | None:
+        """The splits, for a task whose splits are not cuts of one record stream (a mixture, whose
+        val and test come from one of its tasks); ``None`` (the default): :func:`build_splits` cuts them."""
+        return None
+
     def space_size(self) -> int | None:
         """Number of distinct records the task can generate, when it is small enough to matter.
 

@@ -152,6 +152,9 @@ def build_splits(
     task = get_task(task, **options)
     sizes = {"train": train, "val": val, "test": test}
     check_sizes(task, train, val, test)
+    custom = task.draw_splits(sizes, seed)
+    if custom is not None:
+        return custom
     if task.is_generative:
         records = _draw_unique(task, sum(sizes.values()), seed)
         counts = sizes
