@@ -82,6 +82,18 @@ def test_list_form_options_and_alphabet():
     assert get_task("mixture", **task.options()).options() == task.options()  # options round-trip
 
 
+def test_a_suffix_marks_the_end_of_the_input():
+    task = get_task("mixture", tasks={"copy": {"suffix": " c"}, "reverse": {"prefix": "r: ", "suffix": "!"}},
+                    evaluate="reverse")
+    splits = build_splits(task, train=40, val=4, test=4, seed=0)
+    for r in splits["train"]:
+        if r.input.endswith(" c"):
+            assert r.input[: -len(" c")] == r.target
+        else:
+            assert r.input.startswith("r: ") and r.input.endswith("!") and r.input[3:-1][::-1] == r.target
+    assert set(" c!r:") <= set(task.alphabet())
+
+
 @pytest.mark.parametrize(
     "options,needle",
     [
@@ -90,6 +102,7 @@ def test_list_form_options_and_alphabet():
         ({"tasks": {"copy": {"prefx": "c: "}}}, "no key 'prefx'"),
         ({"tasks": {"copy": {"rate": 0}}}, "rate=0"),
         ({"tasks": {"copy": {"prefix": 3}}}, "prefix=3"),
+        ({"tasks": {"copy": {"suffix": None}}}, "suffix=None"),
         ({"tasks": {"parity": {}}}, "classification task"),
         ({"tasks": {"nosuch": {}}}, "unknown task"),
         ({"tasks": {"copy": {}}, "evaluate": "reverse"}, "evaluate='reverse'"),

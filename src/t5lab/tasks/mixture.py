@@ -31,7 +31,7 @@ from t5lab.errors import ConfigError
 from t5lab.tasks.base import Pair, Record, Task, TaskKind, register_task
 from t5lab.tasks.registry import _draw_unique, get_task
 
-_ENTRY_KEYS = ("task", "options", "prefix", "rate")
+_ENTRY_KEYS = ("task", "options", "prefix", "suffix", "rate")
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,15 @@ class _Entry:
     task: Task
     options: dict[str, Any]
     prefix: str
+    suffix: str
     rate: float
 
     def marked(self, records: list[Record]) -> list[Pair]:
-        return [Pair(self.prefix + r.input, r.target) for r in records]
+        return [Pair(self.prefix + r.input + self.suffix, r.target) for r in records]
 
     def as_option(self) -> dict[str, Any]:
-        return {"task": self.name, "options": self.options, "prefix": self.prefix, "rate": self.rate}
+        return {"task": self.name, "options": self.options, "prefix": self.prefix, "suffix": self.suffix,
+                "rate": self.rate}
 
 
 def _entry(i: int, label: str | None, spec: Any) -> _Entry:
@@ -64,19 +66,20 @@ def _entry(i: int, label: str | None, spec: Any) -> _Entry:
     if unknown:
         raise ConfigError(f"{where} has no key {unknown[0]!r}; its keys are: {', '.join(_ENTRY_KEYS)}")
     name, options = spec["task"], spec.get("options") or {}
-    prefix, rate = spec.get("prefix", ""), spec.get("rate", 1.0)
+    prefix, suffix, rate = spec.get("prefix", ""), spec.get("suffix", ""), spec.get("rate", 1.0)
     if not isinstance(name, str) or name == "mixture":
         raise ConfigError(f"{where}.task={name!r}: give the name of a seq2seq task (not a mixture)")
     if not isinstance(options, dict):
         raise ConfigError(f"{where}.options={options!r}: give a mapping of the task's options")
-    if not isinstance(prefix, str):
-        raise ConfigError(f"{where}.prefix={prefix!r}: give a string such as 'copy: '")
+    for key, text, example in (("prefix", prefix, "'copy: '"), ("suffix", suffix, "' copy'")):
+        if not isinstance(text, str):
+            raise ConfigError(f"{where}.{key}={text!r}: give a string such as {example}")
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
         raise ConfigError(f"{where}.rate={rate!r}: give a positive number (its share of the training split)")
     task = get_task(name, **options)
     if task.kind != "seq2seq":
         raise ConfigError(f"{where}.task={name!r} is a {task.kind} task; a mixture mixes seq2seq tasks only")
-    return _Entry(label if label is not None else name, name, task, dict(options), prefix, float(rate))
+    return _Entry(label if label is not None else name, name, task, dict(options), prefix, suffix, float(rate))
 
 
 def shares(total: int, rates: list[float]) -> list[int]:
@@ -94,10 +97,11 @@ class Mixture(Task):
     """Training records of several seq2seq tasks mixed by rate; val and test from one of them.
 
     Args:
-        tasks: Entries ``{task, options, prefix, rate}``: a registered seq2seq task and its options,
-            the text written before each of its inputs (the model's only way to tell the tasks
-            apart when their inputs look alike), and its relative share of the training split
-            (default 1). A mapping ``{label: entry}`` or a list of entries.
+        tasks: Entries ``{task, options, prefix, suffix, rate}``: a registered seq2seq task and its
+            options, the text written before (``prefix``) and after (``suffix``) each of its inputs
+            (the model's only way to tell the tasks apart when their inputs look alike), and its
+            relative share of the training split (default 1). A mapping ``{label: entry}`` or a list
+            of entries.
         evaluate: The label of the entry whose records make the val and test splits (a list
             entry's label is its task name); needed when there are several entries.
     """
@@ -144,7 +148,7 @@ class Mixture(Task):
         parts = [e.task.alphabet() for e in self.entries]
         if any(p is None for p in parts):
             return None
-        return "".join(sorted(set("".join(parts)) | set("".join(e.prefix for e in self.entries))))
+        return "".join(sorted(set("".join(parts)) | set("".join(e.prefix + e.suffix for e in self.entries))))
 
     def generate(self, n: int, seed: int) -> list[Pair]:
         """``n`` training records of the mixture (each entry's share, prefixed), shuffled with ``seed``."""
