@@ -108,7 +108,10 @@ def test_metrics_series_interpolates_samples_of_validation_rows():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "variant, extra",
-    [("pseudo_dec", []), ("gpt2", []), ("enct5", ["data.task=parity", "data.options={}"])],
+    [("pseudo_dec", []), ("gpt2", []), ("enct5", ["data.task=parity", "data.options={}"]),
+     # validated under bf16 autocast: verify recomputes under it too (`auto` is this on AVX512/AMX CPUs)
+     ("t5", ["train.precision=bf16-mixed"]), ("t5", ["train.precision=32"])],
+    ids=["pseudo_dec", "gpt2", "enct5", "t5-bf16", "t5-fp32"],
 )
 def test_trained_runs_of_the_other_variants_verify(tmp_path, variant, extra):
     run = t5lab.load_run(trained_run(tmp_path, variant, *extra))

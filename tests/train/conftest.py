@@ -19,8 +19,9 @@ TINY = {
     "data": {"task": "copy", "options": {"min_len": 2, "max_len": 4, "alphabet": "abcd"}, "train": 48, "val": 8,
              "test": 8, "max_length": 8, "seed": 0},
     "tokenizer": "char",
+    # precision 32: the tests recompute losses in fp32 (`auto` is bf16-mixed on an AVX512/AMX CPU)
     "train": {"batch_size": 8, "max_steps": 6, "lr": 1e-3, "log_every_n_steps": 2, "num_samples": 1,
-              "progress_bar": False},
+              "progress_bar": False, "precision": "32"},
     "trainer": {"accelerator": "cpu", "devices": 1, "num_threads": 1},
 }
 

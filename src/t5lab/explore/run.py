@@ -329,6 +329,15 @@ class Run:
             "and no checkpoint holds that model; validate at the end of training to make the run verifiable"
         )
 
+    def _validation_autocast(self) -> Any:
+        """The autocast the run's validation ran under: bf16 when its ``train.precision`` resolves to
+        ``bf16-mixed`` here (``auto`` does on an AVX512/AMX CPU), else none."""
+        from t5lab.train.fast import resolve_precision
+
+        cfg = self.config
+        bf16 = cfg is not None and resolve_precision(cfg.train.precision, "cpu") == "bf16-mixed"
+        return _bf16_autocast(bf16)
+
     def verify_stable_load(self, rtol: float = 1e-4, atol: float = 1e-5) -> dict[str, Any]:
         """Check that the saved run reproduces its stored validation loss, deterministically.
 
@@ -354,7 +363,8 @@ class Run:
 
         form = run_formulation(self)
         batches = self.batches("val")
-        recomputed = evaluate_batches(model, batches, form.kind, form.problem_type)["loss"]
+        with self._validation_autocast():
+            recomputed = evaluate_batches(model, batches, form.kind, form.problem_type)["loss"]
         if not math.isclose(recomputed, stored, rel_tol=rtol, abs_tol=atol):
             raise T5LabError(
                 f"{self.name}: recomputed val_loss {recomputed:.6f} != stored {stored:.6f} (step {step}, {source}); "
@@ -366,6 +376,11 @@ class Run:
         if not torch.equal(first, second):
             raise T5LabError(f"{self.name}: two forward passes differ; the model is not deterministic in eval mode")
         return {"stored": stored, "recomputed": recomputed, "step": step, "source": source}
+
+
+def _bf16_autocast(enabled: bool) -> Any:
+    # Lightning's bf16-mixed plugin: autocast without the weight-cast cache (MixedPrecision)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled, cache_enabled=False)
 
 
 def load_run(
