@@ -8,7 +8,7 @@ from importlib import resources
 import pytest
 
 from t5lab.config import load_plans
-from t5lab.tasks import build_splits
+from t5lab.tasks import build_splits, get_task
 from t5lab.tokenizers import encode_lengths
 from t5lab.train.run import build_tokenizer_for, train
 
@@ -26,7 +26,7 @@ LONGEST = {
 LONGEST_WORDS = {"numbersort": 30}  # 30 numbers
 # (double)histogram targets are longer than their inputs and have no closed-form bound (a count can
 # have two digits): the longest target of the recipe's own 50,000 + val + test examples, measured
-LONGEST_ALL_SPLITS = {"histogram": 167, "doublehistogram": 239}
+LONGEST_ALL_SPLITS = {"doublehistogram": 239}  # histogram.yaml (word tokens, a mixture): its own test below
 
 # a few steps on a few examples: the recipe's model, task and schedule, seconds instead of minutes
 TINY = ["data.train=64", "data.val=8", "data.test=8", "train.max_steps=3", "train.val_check_interval=3",
@@ -55,8 +55,11 @@ def test_a_variants_own_recipe_is_the_one_the_bench_picks():
 def test_recipe_is_its_seed_task_with_a_stop_target(name):
     [(plan, _)] = load_plans(str(RECIPES / name), [])
     cfg = plan.cfg
-    assert cfg.data.options.get("preset") == "seed" and cfg.data.test == 1000
-    space = plan.task.space_size()
+    # the task the recipe reports on (a mixture's evaluated entry) is exactly its seed definition
+    evaluated = plan.task.evaluated_task
+    assert evaluated.name == name.split("-")[0].removesuffix(".yaml")
+    assert evaluated.options() == get_task(evaluated.name, preset="seed").options() and cfg.data.test == 1000
+    space = evaluated.space_size()
     assert cfg.data.train == (50000 if space is None else min(50000, space))
     assert cfg.train.stop_at and cfg.data.val > 0 and cfg.trainer.num_threads == 1
 
@@ -105,3 +108,23 @@ def test_numbersort_recipe_gives_every_number_its_own_token():
     splits = build_splits(plan.task, cfg.data.train, 0, 0, cfg.data.seed)
     vocab = build_tokenizer_for(cfg, plan.task, splits).get_vocab()
     assert all(f"\u2581{n}" in vocab for n in range(100, 1000))
+
+
+def test_histogram_recipe_lines_every_count_up_with_its_letter():
+    """histogram.yaml (a mixture of histogram and copy of the same kind of strings, each marked by a
+    suffix word; word tokens): a letter and a count are one token each, so target token j is input
+    letter j's count (or the letter itself, for copy), no copy string became a word, val/test hold
+    histogram only, and the longest input (80 letters + suffix + eos) fits data.max_length."""
+    [(plan, _)] = load_plans(str(RECIPES / "histogram.yaml"), [])
+    cfg = plan.cfg
+    assert cfg.data.task == "mixture" and cfg.tokenizer.kind == "word"
+    splits = build_splits(plan.task, cfg.data.train, cfg.data.val, cfg.data.test, cfg.data.seed)
+    tok = build_tokenizer_for(cfg, plan.task, splits)
+    assert all(r.input.endswith(" histogram") for r in splits["val"] + splits["test"])
+    rows = splits["train"][:3000] + splits["test"]
+    letters = [r.input.rsplit(" ", 1)[0] for r in rows]
+    assert {r.input.rsplit(" ", 1)[1] for r in rows} == {"histogram", "copy"}
+    assert encode_lengths(tok, [r.input for r in rows]) == [len(x) + 2 for x in letters]  # + suffix + eos
+    targets = encode_lengths(tok, [r.target for r in rows])
+    assert targets == [len(x) + 1 for x in letters]  # one token per count (or letter), + eos
+    assert max(len(x) for x in letters) + 2 == 82 <= cfg.data.max_length
