@@ -105,6 +105,7 @@ def test_a_suffix_marks_the_end_of_the_input():
         ({"tasks": {"copy": {"suffix": None}}}, "suffix=None"),
         ({"tasks": {"parity": {}}}, "classification task"),
         ({"tasks": {"nosuch": {}}}, "unknown task"),
+        ({"tasks": {"text": {}}}, "text task"),
         ({"tasks": {"copy": {}}, "evaluate": "reverse"}, "evaluate='reverse'"),
         ({"tasks": {"copy": {}, "reverse": {}}}, "evaluate=None"),
         ({"tasks": [{"task": "copy"}, {"task": "copy"}]}, "twice"),
@@ -137,3 +138,15 @@ def test_mixture_trains_from_a_config(tmp_path):
     assert main(["train", str(path), "--out", str(tmp_path / "runs"), "--no-progress"]) == 0
     samples = next((tmp_path / "runs").glob("*/*/samples.txt")).read_text()
     assert "r: " in samples and "c: " not in samples  # validation decodes the evaluated task only
+
+
+def test_a_task_read_from_a_file_is_refused():
+    from t5lab.tasks import Pair, Task, register_task
+
+    @register_task("_mixture_test_pairs")
+    class FilePairs(Task):  # a seq2seq task with load(), as a file-backed plugin task would be
+        def load(self):
+            return [Pair("a", "a")]
+
+    with pytest.raises(ConfigError, match="read from a file"):
+        get_task("mixture", tasks={"_mixture_test_pairs": {}})

@@ -79,6 +79,8 @@ def _entry(i: int, label: str | None, spec: Any) -> _Entry:
     task = get_task(name, **options)
     if task.kind != "seq2seq":
         raise ConfigError(f"{where}.task={name!r} is a {task.kind} task; a mixture mixes seq2seq tasks only")
+    if not task.is_generative:
+        raise ConfigError(f"{where}.task={name!r} is read from a file; a mixture draws generated seq2seq tasks only")
     return _Entry(label if label is not None else name, name, task, dict(options), prefix, suffix, float(rate))
 
 
@@ -115,7 +117,7 @@ class Mixture(Task):
             entries = [_entry(i, None, spec) for i, spec in enumerate(tasks)]
         else:
             raise ConfigError(
-                f"mixture tasks={tasks!r}: give a mapping {{label: {{task, options, prefix, rate}}}}, "
+                f"mixture tasks={tasks!r}: give a mapping {{label: {{task, options, prefix, suffix, rate}}}}, "
                 "e.g. {histogram: {prefix: 'histogram: '}, copy: {prefix: 'copy: '}}, and evaluate: histogram"
             )
         labels = [e.label for e in entries]
