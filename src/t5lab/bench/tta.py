@@ -88,9 +88,8 @@ def recipe_config(task: str, variant: str, folder: Path | None = None) -> tuple[
     path = find_recipe(task, variant, folder)
     raw = read_yaml(path)
     data = raw.get("data") or {}
-    named = data.get("task")
-    if named == "mixture":  # a mixture recipe reports on its evaluated entry (t5lab.tasks.mixture)
-        named = get_task("mixture", **dict(data.get("options") or {})).evaluated_task.name
+    # the task the recipe reports on: its own, or a mixture's evaluated entry (t5lab.tasks.mixture)
+    named = get_task(data.get("task", "reverse"), **dict(data.get("options") or {})).evaluated_task.name
     if named != task:
         raise ConfigError(f"recipe {path}: data.task={data.get('task')!r} evaluates {named!r}, expected {task!r}; fix the recipe")
     model = dict(raw.get("model") or {})
@@ -333,17 +332,6 @@ def _to(batch: dict[str, Any], device: str) -> dict[str, Any]:
     return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
 
 
-def _autocast(cfg: Any, device: str) -> Any:
-    """The autocast context Lightning's ``bf16-mixed`` plugin runs training and validation steps under
-    (``MixedPrecision.autocast_context_manager``: no weight-cast cache), disabled at ``32``."""
-    import torch
-
-    from t5lab.train.fast import resolve_precision
-
-    bf16 = resolve_precision(cfg.train.precision, cfg.trainer.accelerator) == "bf16-mixed"
-    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16, cache_enabled=False)
-
-
 def validate_plain(model: Any, cfg: Any, data: Data, device: str) -> dict[str, float]:
     """The harness's validation metrics (``T5LabModule._eval_step`` / ``_finish_eval``): token-weighted
     loss and token accuracy over the whole split, exact match of the greedy decodings of its first
@@ -353,6 +341,7 @@ def validate_plain(model: Any, cfg: Any, data: Data, device: str) -> dict[str, f
 
     from t5lab.formulation import IGNORE, token_loss
     from t5lab.train.data import EvalCollator
+    from t5lab.train.fast import bf16_autocast, resolve_precision
     from t5lab.variants import get_variant
 
     form, tok, t = data.formulation, data.tokenizer, cfg.train
@@ -362,7 +351,7 @@ def validate_plain(model: Any, cfg: Any, data: Data, device: str) -> dict[str, f
     new_tokens = get_variant(cfg.model.variant).new_tokens
     loss_sum = n = correct = exact = count = 0.0
     model.eval()
-    with torch.inference_mode(), _autocast(cfg, device):
+    with torch.inference_mode(), bf16_autocast(resolve_precision(t.precision, cfg.trainer.accelerator), device):
         for start in range(0, len(data.val), size):
             items = [(i, data.val[i]) for i in range(start, min(start + size, len(data.val)))]
             b = collate(items)
@@ -415,7 +404,7 @@ def plain_run(cfg: Any, max_steps: int | None = None, validate: bool = True) -> 
 
     from t5lab.train.callbacks import reached, stop_targets
     from t5lab.train.data import ExampleDataset, TrainCollator
-    from t5lab.train.fast import resolve_compile, resolve_precision
+    from t5lab.train.fast import bf16_autocast, resolve_compile, resolve_precision
 
     start = time.perf_counter()
     check_plain(cfg)
@@ -447,7 +436,7 @@ def plain_run(cfg: Any, max_steps: int | None = None, validate: bool = True) -> 
         step_start = time.perf_counter()
         # the harness seeds dropout per step from (seed, epoch, batch, rank): T5LabModule.on_train_batch_start
         torch.default_generator.manual_seed(hash((t.seed, epoch, i, 0)) % (2**63))
-        with _autocast(cfg, device):
+        with bf16_autocast(precision, device):
             if "segment_ids" in batch:
                 from t5lab.train.packing import packed_forward
 

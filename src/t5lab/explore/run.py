@@ -332,11 +332,10 @@ class Run:
     def _validation_autocast(self) -> Any:
         """The autocast the run's validation ran under: bf16 when its ``train.precision`` resolves to
         ``bf16-mixed`` here (``auto`` does on an AVX512/AMX CPU), else none."""
-        from t5lab.train.fast import resolve_precision
+        from t5lab.train.fast import bf16_autocast, resolve_precision
 
         cfg = self.config
-        bf16 = cfg is not None and resolve_precision(cfg.train.precision, "cpu") == "bf16-mixed"
-        return _bf16_autocast(bf16)
+        return bf16_autocast(resolve_precision(cfg.train.precision, "cpu") if cfg is not None else "32")
 
     def verify_stable_load(self, rtol: float = 1e-4, atol: float = 1e-5) -> dict[str, Any]:
         """Check that the saved run reproduces its stored validation loss, deterministically.
@@ -376,11 +375,6 @@ class Run:
         if not torch.equal(first, second):
             raise T5LabError(f"{self.name}: two forward passes differ; the model is not deterministic in eval mode")
         return {"stored": stored, "recomputed": recomputed, "step": step, "source": source}
-
-
-def _bf16_autocast(enabled: bool) -> Any:
-    # Lightning's bf16-mixed plugin: autocast without the weight-cast cache (MixedPrecision)
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled, cache_enabled=False)
 
 
 def load_run(

@@ -94,6 +94,13 @@ def resolve_precision(precision: str, accelerator: str = "cpu") -> str:
     return "bf16-mixed" if cpu_bf16_is_fast() else "32"
 
 
+def bf16_autocast(precision: str, device: str = "cpu") -> torch.autocast:
+    """The autocast Lightning's ``bf16-mixed`` plugin runs training and validation steps under
+    (``MixedPrecision.autocast_context_manager``: no weight-cast cache); disabled at any other
+    ``precision`` (a resolved one: ``32``, ``bf16-mixed``)."""
+    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16-mixed", cache_enabled=False)
+
+
 def resolve_compile(setting: Auto, accelerator: str = "cpu") -> bool:
     """Whether to ``torch.compile`` the training forward (``auto``: on CUDA only; the CPU
     measurements that keep it off there are in the module doc)."""
