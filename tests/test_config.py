@@ -89,6 +89,7 @@ BAD = [
     ({"tokenizer": "wordpiece"}, "tokenizer.kind"),
     ({"tokenizer": {"kind": "char", "min_frequency": 3}}, "min_frequency is for kind: word only"),
     ({"tokenizer": {"kind": "word", "min_frequency": 0}}, "min_frequency=0"),
+    ({"tokenizer": {"kind": "unigram", "vocab_size": 50, "add_dummy_prefix": False}}, "add_dummy_prefix is for kind: word"),
     ({"tokenizer": {"kind": "word", "vocab_size": 0}}, "vocab_size=0"),
     ({"data": {"task": "no_such_task"}}, "no_such_task"),
     ({"data": {"options": {"colour": 1}}}, "colour"),

@@ -219,6 +219,34 @@ def test_word_tokenizer_min_frequency_and_vocab_size_cap():
     assert tok.decode(tok("#x bb")["input_ids"], skip_special_tokens=True) == "#x bb"
 
 
+def test_word_tokenizer_without_dummy_prefix_leaves_the_first_word_bare(tmp_path):
+    """add_dummy_prefix=False (SentencePiece's option): the first word carries no "▁", so its letters
+    are the ids the same letters have inside a word, and a kept word also has a bare id for that place."""
+    texts = ["abca xy", "2 1 1 2", "12 3 12"]
+    with_prefix = build_tokenizer("word", texts=texts, extra_ids=0)
+    tok = build_tokenizer("word", texts=texts, extra_ids=0, add_dummy_prefix=False)
+    assert with_prefix.tokenize("abca xy") == ["▁a", "b", "c", "a", "▁x", "y"]
+    assert tok.tokenize("abca xy") == ["a", "b", "c", "a", "▁x", "y"]
+    vocab = tok.get_vocab()
+    ids = tok("abca xy")["input_ids"]
+    assert ids[0] == ids[3] == vocab["a"] and ids[-1] == tok.eos_token_id
+    # "12" and "2" are kept words (seen twice): one id at the start too, the bare one
+    assert tok.tokenize("12 3 12") == ["12", "▁3", "▁12"]
+    assert tok.tokenize("2 1 12") == ["2", "▁1", "▁12"]
+    assert "12" in vocab and "12" not in with_prefix.get_vocab()
+    for text in ["abca xy", "2 1 1 2", "12 3 12", "", "zz"]:  # "zz": unknown characters, <unk>
+        got = tok.decode(tok(text)["input_ids"], skip_special_tokens=True)
+        assert got == (text if text != "zz" else "")
+    save_tokenizer(tok, tmp_path / "tok")
+    reloaded = load_tokenizer(tmp_path / "tok")
+    assert reloaded("12 3 abca")["input_ids"] == tok("12 3 abca")["input_ids"]
+    assert reloaded.decode(tok("2 1 12")["input_ids"], skip_special_tokens=True) == "2 1 12"
+    with pytest.raises(ConfigError, match="add_dummy_prefix is for the word tokenizer only"):
+        build_tokenizer("char", alphabet="ab", add_dummy_prefix=False)
+    with pytest.raises(ConfigError, match="add_dummy_prefix='no'"):
+        build_tokenizer("word", texts=texts, add_dummy_prefix="no")
+
+
 def test_word_tokenizer_errors():
     with pytest.raises(ConfigError, match="needs texts="):
         build_tokenizer("word")

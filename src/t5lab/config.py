@@ -182,6 +182,7 @@ class TokenizerConfig(Section):
     kind: str = "char"
     vocab_size: int | None = None  # unigram (required) and word (the most words kept)
     min_frequency: int | None = None  # word only: how often a word must occur to get its own id (default 2)
+    add_dummy_prefix: bool | None = None  # word only: the first word takes the word-start mark too (default true)
 
     @field_validator("kind")
     @classmethod
@@ -196,6 +197,8 @@ class TokenizerConfig(Section):
             raise ValueError("tokenizer.vocab_size: the unigram tokenizer needs a vocab_size (e.g. 1000)")
         if self.min_frequency is not None and self.kind != "word":
             raise ValueError(f"tokenizer.min_frequency is for kind: word only; this tokenizer is {self.kind}")
+        if self.add_dummy_prefix is not None and self.kind != "word":
+            raise ValueError(f"tokenizer.add_dummy_prefix is for kind: word only; this tokenizer is {self.kind}")
         if self.min_frequency is not None and self.min_frequency < 1:
             raise ValueError(f"tokenizer.min_frequency={self.min_frequency}: a word must occur at least once")
         if self.kind == "word" and self.vocab_size is not None and self.vocab_size < 1:

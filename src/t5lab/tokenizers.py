@@ -46,6 +46,7 @@ def build_tokenizer(
     alphabet: str | None = None,
     extra_ids: int | None = None,
     min_frequency: int | None = None,
+    add_dummy_prefix: bool | None = None,
 ) -> PreTrainedTokenizerBase:
     """Build a tokenizer with T5 conventions.
 
@@ -65,6 +66,10 @@ def build_tokenizer(
         extra_ids: Number of ``<extra_id_N>`` sentinels (default 125 for byte, 100 otherwise).
         min_frequency: ``"word"`` only: how often a word must occur in ``texts`` to get its own id
             (default 2).
+        add_dummy_prefix: ``"word"`` only: whether a text's first word takes the word-start mark
+            ``▁`` as every other word does (default True, SentencePiece's ``add_dummy_prefix``).
+            False leaves it bare, so ``"abca xyz"`` becomes ``a b c a ▁xyz``: the first letter is the
+            same id as the letters after it (the histogram recipe's counts line up with the letters).
 
     Returns:
         A ``PreTrainedTokenizerBase`` with pad=0, eos=1, unk=2.
@@ -74,6 +79,8 @@ def build_tokenizer(
     """
     if kind not in KINDS:
         raise ConfigError(f"unknown tokenizer kind {kind!r}; use one of {', '.join(KINDS)}")
+    if add_dummy_prefix is not None and kind != "word":
+        raise ConfigError(f"add_dummy_prefix is for the word tokenizer only; this one is {kind}")
     if extra_ids is None:
         extra_ids = DEFAULT_EXTRA_IDS[kind]
     if isinstance(extra_ids, bool) or not isinstance(extra_ids, int) or extra_ids < 0:
@@ -93,7 +100,14 @@ def build_tokenizer(
     if texts is None:
         raise ConfigError(f"a {kind} tokenizer needs texts= to train on (e.g. the training split's texts)")
     if kind == "word":
-        return _word_tokenizer(texts, alphabet, vocab_size, 2 if min_frequency is None else min_frequency, extra_ids)
+        return _word_tokenizer(
+            texts,
+            alphabet,
+            vocab_size,
+            2 if min_frequency is None else min_frequency,
+            extra_ids,
+            True if add_dummy_prefix is None else add_dummy_prefix,
+        )
     return _unigram_tokenizer(texts, 1000 if vocab_size is None else vocab_size, extra_ids)
 
 
@@ -175,12 +189,19 @@ def word_vocabulary(
 
 
 def _word_tokenizer(
-    texts: Iterable[str], alphabet: str | None, max_words: int | None, min_frequency: int, extra_ids: int
+    texts: Iterable[str],
+    alphabet: str | None,
+    max_words: int | None,
+    min_frequency: int,
+    extra_ids: int,
+    add_dummy_prefix: bool = True,
 ) -> PreTrainedTokenizerBase:
     # WordPiece's greedy longest match (Wu et al. 2016, arXiv:1609.08144, sec. 4.1) over {"▁" + each
     # frequent word} + {each character, with "▁" at a word's start and bare inside one} is exactly
     # "a known word is one id, any other word its characters"; the pieces are chosen here, not learned.
     # "▁" marks a word's start as SentencePiece does, so decoding never needs to strip a prefix.
+    # Without the dummy prefix a text's first word is bare, so each kept word also gets a bare id
+    # (a frequent first word stays one id); a bare word may then also match inside a spelled one.
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     for name, value in (("min_frequency", min_frequency), ("vocab_size", max_words)):
@@ -196,18 +217,23 @@ def _word_tokenizer(
     chars = list(dict.fromkeys((alphabet or "") + "".join(sorted(set().union(*map(set, texts)) - {" "}))))
     if not chars:
         raise ConfigError("word tokenizer: texts= holds no non-space character to build a vocabulary from")
+    if not isinstance(add_dummy_prefix, bool):
+        raise ConfigError(f"word tokenizer add_dummy_prefix={add_dummy_prefix!r}: give true or false")
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for ch in chars:
         vocab.setdefault(_WORD_START + ch, len(vocab))
         vocab.setdefault(ch, len(vocab))
     for word in word_vocabulary(texts, min_frequency, max_words):
         vocab.setdefault(_WORD_START + word, len(vocab))
+        if not add_dummy_prefix:
+            vocab.setdefault(word, len(vocab))
     sentinels = _add_sentinels(vocab, extra_ids)
     tok = Tokenizer(
         models.WordPiece(vocab, unk_token="<unk>", continuing_subword_prefix="", max_input_chars_per_word=10**9)
     )
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=_WORD_START, prepend_scheme="always", split=True)
-    tok.decoder = decoders.Metaspace(replacement=_WORD_START, prepend_scheme="always", split=True)
+    scheme = "always" if add_dummy_prefix else "never"
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=_WORD_START, prepend_scheme=scheme, split=True)
+    tok.decoder = decoders.Metaspace(replacement=_WORD_START, prepend_scheme=scheme, split=True)
     return _t5_fast_tokenizer(tok, vocab, sentinels)
 
 

@@ -132,6 +132,7 @@ def build_tokenizer_for(cfg: ExperimentConfig, task: Any, splits: dict[str, list
             alphabet=task.alphabet(),
             vocab_size=cfg.tokenizer.vocab_size,
             min_frequency=cfg.tokenizer.min_frequency,
+            add_dummy_prefix=cfg.tokenizer.add_dummy_prefix,
         )
     return load_tokenizer(kind)
 
