@@ -68,7 +68,7 @@ def test_recipe_is_its_seed_task_with_a_stop_target(name):
 def test_recipe_max_length_fits_the_longest_example(name):
     [(plan, _)] = load_plans(str(RECIPES / name), [])
     cfg = plan.cfg
-    longest = (LONGEST_WORDS if cfg.tokenizer.kind == "word" else LONGEST)[cfg.data.task]
+    longest = (LONGEST_WORDS if cfg.tokenizer.kind == "word" else LONGEST)[plan.task.evaluated_task.name]
     assert longest + 1 <= cfg.data.max_length  # + eos: nothing is truncated
     # and the hand count is the real one: 3000 drawn examples reach it, through the recipe's tokenizer
     splits = build_splits(plan.task, 3000, 0, 0, cfg.data.seed)
@@ -88,7 +88,7 @@ def test_recipe_max_length_fits_every_split_of_its_task(name):
     lengths = encode_lengths(build_tokenizer_for(cfg, plan.task, splits), texts)
     assert lengths == [len(t) + 1 for t in texts]
     longest = max(lengths)
-    assert longest == LONGEST_ALL_SPLITS[cfg.data.task] + 1  # + eos; the figure above is the real one
+    assert longest == LONGEST_ALL_SPLITS[plan.task.evaluated_task.name] + 1  # + eos; the figure above is the real one
     assert longest <= cfg.data.max_length  # nothing is truncated
 
 
@@ -128,3 +128,27 @@ def test_histogram_recipe_lines_every_count_up_with_its_letter():
     targets = encode_lengths(tok, [r.target for r in rows])
     assert targets == [len(x) + 1 for x in letters]  # one token per count (or letter), + eos
     assert max(len(x) for x in letters) + 2 == 82 <= cfg.data.max_length
+
+
+def test_numbersort_recipe_windows_hold_every_pair_of_neighbours():
+    """numbersort.yaml mixes the seed lists with lists from windows of numbers, so that neighbours
+    (k, k+1) meet often; every such pair of 100..999 lies inside one window, val and test are seed
+    lists only, and half of the training lists come from the windows."""
+    [(plan, _)] = load_plans(str(RECIPES / "numbersort.yaml"), [])
+    cfg = plan.cfg
+    assert cfg.data.task == "mixture" and plan.task.evaluated_task.name == "numbersort"
+    entries = cfg.data.options["tasks"]
+    windows = [e["options"] for label, e in entries.items() if label != cfg.data.options["evaluate"]]
+    assert all(entries[label].get("task", label) == "numbersort" for label in entries)
+    assert all(any(w["min_value"] <= k and k + 1 <= w["max_value"] for w in windows) for k in range(100, 999))
+    assert min(w["min_value"] for w in windows) == 100 and max(w["max_value"] for w in windows) == 999
+    rates = {label: e.get("rate", 1.0) for label, e in entries.items()}
+    assert rates[cfg.data.options["evaluate"]] == sum(rates.values()) / 2
+    splits = build_splits(plan.task, 2000, 200, 200, cfg.data.seed)
+    seed_task = get_task("numbersort", preset="seed")
+    for r in splits["val"] + splits["test"]:
+        assert r.target == seed_task.solve(r.input)
+    # a window list spans at most 199 (its window) and has 10 numbers or more; about half are such
+    spans = [(lambda v: max(v) - min(v) <= 199 and len(v) >= 10)(list(map(int, r.input.split())))
+             for r in splits["train"] if r.input]
+    assert 0.45 < sum(spans) / len(splits["train"]) < 0.55
