@@ -69,7 +69,7 @@ def build_tokenizer(
         add_dummy_prefix: ``"word"`` only: whether a text's first word takes the word-start mark
             ``▁`` as every other word does (default True, SentencePiece's ``add_dummy_prefix``).
             False leaves it bare, so ``"abca xyz"`` becomes ``a b c a ▁xyz``: the first letter is the
-            same id as the letters after it (the histogram recipe's counts line up with the letters).
+            same id as the letters after it.
 
     Returns:
         A ``PreTrainedTokenizerBase`` with pad=0, eos=1, unk=2.

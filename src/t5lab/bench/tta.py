@@ -81,7 +81,7 @@ def recipe_config(task: str, variant: str, folder: Path | None = None) -> tuple[
         MissingRecipe: No recipe file.
         ConfigError: The recipe is for another task.
     """
-    from t5lab.config import read_yaml
+    from t5lab.config import DataConfig, read_yaml
     from t5lab.tasks import get_task
     from t5lab.variants import get_variant
 
@@ -89,7 +89,7 @@ def recipe_config(task: str, variant: str, folder: Path | None = None) -> tuple[
     raw = read_yaml(path)
     data = raw.get("data") or {}
     # the task the recipe reports on: its own, or a mixture's evaluated entry (t5lab.tasks.mixture)
-    named = get_task(data.get("task", "reverse"), **dict(data.get("options") or {})).evaluated_task.name
+    named = get_task(data.get("task", DataConfig.model_fields["task"].default), **dict(data.get("options") or {})).evaluated_task.name
     if named != task:
         raise ConfigError(f"recipe {path}: data.task={data.get('task')!r} evaluates {named!r}, expected {task!r}; fix the recipe")
     model = dict(raw.get("model") or {})
