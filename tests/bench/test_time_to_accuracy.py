@@ -26,6 +26,7 @@ from t5lab.bench.tta import (
     recipe_dir,
     table_rows,
     time_to_accuracy,
+    warm_up_overrides,
 )
 from t5lab.config import load_config
 from t5lab.errors import ConfigError, T5LabError
@@ -153,11 +154,16 @@ def test_variant_recipe_first_and_options_kept_only_for_their_variant(tmp_path):
         recipe_config("copy", "t5", other)
 
 
-def test_table_has_one_row_per_task_and_variant_and_lists_skipped_cells(tmp_path):
+def test_table_has_one_row_per_task_and_variant_and_lists_skipped_cells(tmp_path, capsys):
     shutil.copy(recipe_dir() / "copy.yaml", tmp_path / "copy.yaml")  # no sort recipe here
     rows = time_to_accuracy(tasks="copy,sort", variants=["gpt2", "t5"], time_cap_s=60,
                             overrides=[*TINY, "train.max_steps=4", "train.val_check_interval=2"],
-                            recipes=tmp_path, out=tmp_path / "runs")
+                            recipes=tmp_path, out=tmp_path / "runs", warmup_steps=3)
+    printed = capsys.readouterr().out
+    # one untimed warm-up, before the first cell, whose run dir is not among the cells' runs
+    assert printed.count("warming up") == 1 and "warming up on copy/gpt2 (3 untimed" in printed
+    assert printed.index("warming up") < printed.index("time_to_accuracy copy/gpt2:")
+    assert len(list((tmp_path / "runs").glob("*/*"))) == 2
     assert [r.candidate for r in rows] == ["copy/gpt2", "copy/t5", "sort/gpt2", "sort/t5"]
     cells = table_rows(rows)
     assert [c[:2] for c in cells] == [["copy", "gpt2"], ["copy", "t5"], ["sort", "gpt2"], ["sort", "t5"]]
@@ -172,6 +178,30 @@ def test_table_has_one_row_per_task_and_variant_and_lists_skipped_cells(tmp_path
     table = [ln for ln in lines if ln.startswith("| ")]
     assert len(table) == 1 + 4 and table[0].startswith("| task | variant | recipe |")
     assert all(ln.count("|") == table[0].count("|") for ln in table)
+
+
+@pytest.mark.parametrize("task", ["copy", "sort", "histogram", "doublehistogram", "numbersort", "long_addition"])
+def test_every_shipped_recipe_takes_the_warm_up_overrides(task):
+    from t5lab.bench.tta import VARIANTS
+
+    for variant in VARIANTS:
+        try:
+            raw, _ = recipe_config(task, variant)
+        except MissingRecipe:
+            continue
+        cfg = load_config(raw, warm_up_overrides(cell_overrides(150.0, []), 20))
+        assert cfg.train.max_steps == 20 and cfg.train.stop_at is None and cfg.data.val == 8
+
+
+def test_no_warm_up_when_its_steps_are_zero(tmp_path, monkeypatch):
+    import t5lab.bench.tta as tta
+
+    calls = []
+    monkeypatch.setattr(tta, "warm_up", lambda *a, **k: calls.append(a))
+    rows = time_to_accuracy(tasks="copy", variants="gpt2", time_cap_s=60, warmup_steps=0,
+                            overrides=[*TINY, "train.max_steps=2", "train.warmup_steps=1", "train.val_check_interval=2"],
+                            out=tmp_path / "runs")
+    assert calls == [] and rows[0].extra["harness"]["steps"] == 2
 
 
 def test_bad_choices_are_one_line_errors_before_any_run(tmp_path):

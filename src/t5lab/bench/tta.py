@@ -42,6 +42,7 @@ CASE = "time_to_accuracy"
 TASKS = ("copy", "sort", "histogram", "doublehistogram", "numbersort", "long_addition")
 VARIANTS = ("t5", "pseudo_dec", "decoder_only", "gpt2")
 DEFAULT_TIME_CAP_S = 150.0
+WARMUP_STEPS = 20
 
 
 class MissingRecipe(T5LabError):
@@ -516,9 +517,33 @@ def check_choices(tasks: Any = None, variants: Any = None) -> tuple[tuple[str, .
     return tasks, variants
 
 
+def warm_up_overrides(overrides: list[str] | tuple[str, ...], steps: int) -> list[str]:
+    """A cell's overrides made into a warm-up's: ``steps`` steps, no target or cap, tiny eval sets."""
+    # no LR warm-up: a recipe's own (often more steps than these) would be refused as >= max_steps
+    return [*overrides, f"train.max_steps={steps}", "train.warmup_steps=0", "train.stop_at=null",
+            "train.max_time_s=null", "data.val=8", "data.test=8", "train.val_examples=8",
+            "train.eval_batch_size=8"]
+
+
+def warm_up(raw: dict[str, Any], overrides: list[str], out: str | os.PathLike, steps: int = WARMUP_STEPS) -> None:
+    """A few untimed steps of both sides on a cell's config, before the first timed cell.
+
+    The first training of a process pays one-time costs (kernel and allocator set-up, lazy imports on
+    the first backward and optimizer step) inside its timed steps; without this the first cell's
+    first side was measured 0.75-0.82x against a second side that did not pay them
+    (docs/benchmarks.md). The warm-up's data are small and its results are discarded.
+    """
+    from t5lab.config import load_config
+
+    small = warm_up_overrides(overrides, steps)
+    harness_run(raw, small, out)
+    plain_run(load_config(raw, small), max_steps=steps, validate=False)
+
+
 def time_to_accuracy(tasks: Any = None, variants: Any = None, time_cap_s: float = DEFAULT_TIME_CAP_S,
                      overrides: tuple[str, ...] | list[str] = (), repeats: int = 1,
-                     recipes: str | os.PathLike | None = None, out: str | os.PathLike | None = None) -> list[Comparison]:
+                     recipes: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+                     warmup_steps: int = WARMUP_STEPS) -> list[Comparison]:
     """One row per task x variant: harness vs plain loop, time to the recipe's ``train.stop_at``.
 
     Args:
@@ -529,6 +554,7 @@ def time_to_accuracy(tasks: Any = None, variants: Any = None, time_cap_s: float 
         repeats: Accepted for the bench's uniform interface; each cell runs once.
         recipes: Folder of the recipes (default: the package's ``configs/recipes``).
         out: Where the harness's run directories go (default: a temporary folder, removed).
+        warmup_steps: Untimed steps of both sides before the first cell (:func:`warm_up`); 0: none.
 
     Returns:
         :class:`Comparison` rows; ``extra`` holds both sides (:class:`Side`) and the recipe.
@@ -545,6 +571,7 @@ def time_to_accuracy(tasks: Any = None, variants: Any = None, time_cap_s: float 
     rows: list[Comparison] = []
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(out) if out is not None else Path(tmp)
+        warmed = False
         for n, (task, variant) in enumerate((t, v) for t in tasks for v in variants):
             try:
                 raw, path = recipe_config(task, variant, folder)
@@ -557,6 +584,10 @@ def time_to_accuracy(tasks: Any = None, variants: Any = None, time_cap_s: float 
             cfg = load_config(raw, ov)
             check_runtime(cfg)  # what the harness would refuse, refused before either side runs
             check_plain(cfg)
+            if warmup_steps and not warmed:
+                print(f"{CASE}: warming up on {task}/{variant} ({warmup_steps} untimed steps per side)")
+                warm_up(raw, ov, Path(tmp) / "warm-up", warmup_steps)
+                warmed = True
             print(f"{CASE} {task}/{variant}: {path.name}, cap {time_cap_s:g} s")
             # alternate which side runs first, so that neither always runs on a warmer machine
             sides: dict[str, Side] = {}
