@@ -529,9 +529,9 @@ def warm_up(raw: dict[str, Any], overrides: list[str], out: str | os.PathLike, s
     """A few untimed steps of both sides on a cell's config, before the first timed cell.
 
     The first training of a process pays one-time costs (kernel and allocator set-up, lazy imports on
-    the first backward and optimizer step) inside its timed steps; without this the first cell's
-    first side was measured 0.75-0.82x against a second side that did not pay them
-    (docs/benchmarks.md). The warm-up's data are small and its results are discarded.
+    the first backward and optimizer step); the warm-up keeps them out of the first cell's timed steps.
+    It does not explain t5's slower first cell (docs/benchmarks.md, measured with and without it). The
+    warm-up's eval sets are small and its results are discarded.
     """
     from t5lab.config import load_config
 
