@@ -51,6 +51,21 @@ def test_a_variants_own_recipe_is_the_one_the_bench_picks():
     assert plan.cfg.train == base.cfg.train and plan.cfg.data == base.cfg.data
 
 
+def test_histogram_recipes_differ_only_by_their_model():
+    from t5lab.bench.tta import find_recipe
+
+    assert find_recipe("histogram", "decoder_only") == RECIPES / "histogram-decoder_only.yaml"
+    assert find_recipe("histogram", "pseudo_dec") == RECIPES / "histogram.yaml"
+    [(pd, _)] = load_plans(str(RECIPES / "histogram.yaml"), [])
+    [(do, _)] = load_plans(str(RECIPES / "histogram-decoder_only.yaml"), [])
+    assert (pd.cfg.model.variant, do.cfg.model.variant) == ("pseudo_dec", "decoder_only")
+    assert pd.cfg.model.options == {"position_encoding": "absolute"}
+    assert do.cfg.model.options["target_positions"] == "restart"
+    assert pd.cfg.train == do.cfg.train and pd.cfg.data == do.cfg.data and pd.cfg.tokenizer == do.cfg.tokenizer
+    sizes = ("d_model", "d_ff", "d_kv", "num_heads", "num_layers", "dropout")
+    assert [getattr(pd.cfg.model, k) for k in sizes] == [getattr(do.cfg.model, k) for k in sizes]
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_recipe_is_its_seed_task_with_a_stop_target(name):
     [(plan, _)] = load_plans(str(RECIPES / name), [])
