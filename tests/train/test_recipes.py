@@ -51,7 +51,7 @@ def test_a_variants_own_recipe_is_the_one_the_bench_picks():
     assert plan.cfg.train == base.cfg.train and plan.cfg.data == base.cfg.data
 
 
-def test_histogram_recipes_differ_only_by_their_model():
+def test_histogram_recipes_differ_by_their_model_and_the_length_of_the_decay():
     from t5lab.bench.tta import find_recipe
 
     assert find_recipe("histogram", "decoder_only") == RECIPES / "histogram-decoder_only.yaml"
@@ -61,7 +61,10 @@ def test_histogram_recipes_differ_only_by_their_model():
     assert (pd.cfg.model.variant, do.cfg.model.variant) == ("pseudo_dec", "decoder_only")
     assert pd.cfg.model.options == {"position_encoding": "absolute"}
     assert do.cfg.model.options["target_positions"] == "restart"
-    assert pd.cfg.train == do.cfg.train and pd.cfg.data == do.cfg.data and pd.cfg.tokenizer == do.cfg.tokenizer
+    assert pd.cfg.data == do.cfg.data and pd.cfg.tokenizer == do.cfg.tokenizer
+    # the same training but pseudo_dec's decay, twice as long (the recipe headers say why)
+    assert (pd.cfg.train.max_steps, do.cfg.train.max_steps) == (16000, 8000)
+    assert pd.cfg.train.model_copy(update={"max_steps": 8000}) == do.cfg.train
     sizes = ("d_model", "d_ff", "d_kv", "num_heads", "num_layers", "dropout")
     assert [getattr(pd.cfg.model, k) for k in sizes] == [getattr(do.cfg.model, k) for k in sizes]
 
