@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from t5lab.bench.tta import (
+    TASKS,
+    VARIANTS,
     MissingRecipe,
     cell_overrides,
     find_recipe,
@@ -180,10 +182,8 @@ def test_table_has_one_row_per_task_and_variant_and_lists_skipped_cells(tmp_path
     assert all(ln.count("|") == table[0].count("|") for ln in table)
 
 
-@pytest.mark.parametrize("task", ["copy", "sort", "histogram", "doublehistogram", "numbersort", "long_addition"])
+@pytest.mark.parametrize("task", TASKS)
 def test_every_shipped_recipe_takes_the_warm_up_overrides(task):
-    from t5lab.bench.tta import VARIANTS
-
     for variant in VARIANTS:
         try:
             raw, _ = recipe_config(task, variant)
