@@ -118,3 +118,17 @@ def test_training_order_changes_every_epoch_and_is_seeded(tmp_path):
     for batches in seen:
         assert len(batches) == 12 and batches[:6] != batches[6:]  # epoch 1 differs from epoch 0
     assert seen[0] == seen[2]
+
+
+def test_first_epoch_ending_before_the_first_validation_is_quiet(tmp_path):
+    """An epoch that ends before any validation has no val_loss for best.ckpt yet: no Lightning
+    warning about a missing monitored key (it reads as a bug in the module), and best.ckpt is
+    written at the first epoch end after a validation."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # 6 steps an epoch, the first validation at step 9
+        [result] = train(tiny(name="late_val", train={"max_steps": 12, "val_check_interval": 9}), out=tmp_path)
+    assert not [w for w in caught if "monitored key" in str(w.message)]
+    assert (result.run_dir / "checkpoints" / "best.ckpt").is_file()

@@ -487,8 +487,8 @@ def _resolves_to_cpu(accelerator: str) -> bool:
 
 def _quiet_lightning() -> None:
     """Keep the console to t5lab's own lines: drop Lightning's start-up banners ("GPU available",
-    cloud-logging tips) and a deprecation warning Lightning 2.6 raises from its own code on torch
-    2.13. ``T5LAB_VERBOSE=1`` keeps them."""
+    cloud-logging tips), a deprecation warning Lightning 2.6 raises from its own code on torch
+    2.13, and warnings about states t5lab sets up on purpose. ``T5LAB_VERBOSE=1`` keeps them."""
     if os.environ.get("T5LAB_VERBOSE"):
         return
     import logging
@@ -499,6 +499,10 @@ def _quiet_lightning() -> None:
     # T5LabModule.on_before_batch_transfer (logits_to_keep read on the host) with a datamodule that has
     # no such hook: Lightning warns that the module's is used, which is the intent
     warnings.filterwarnings("ignore", message=r".*overridden `on_before_batch_transfer` in `LightningModule`.*")
+    # best.ckpt monitors val_loss and is saved at epoch ends: an epoch that ends before the first
+    # validation (val_check_interval longer than an epoch) has none yet, which is expected, and the
+    # next epoch end after a validation writes it; last.ckpt is saved either way
+    warnings.filterwarnings("ignore", message=r".*could not find the monitored key in the returned metrics.*")
 
 
 # ------------------------------------------------------------------------------------------------
