@@ -258,8 +258,9 @@ class TrainConfig(Section):
     # {val_loss: {value: 0.05, mode: min}}; t5lab.train.callbacks.StopAt)
     stop_at: dict[str, float | StopTarget] | None = None
     val_examples: int | None = None  # greedy-decoded validation examples per validation (None: all)
-    # stop when the training loss exceeds this many times its first value (or a validation loss is
-    # non-finite or beyond that); null: no check (a non-finite training loss always stops the run)
+    # stop when the training loss exceeds this many times its first value, floored at ln(vocab size)
+    # (or a validation loss is non-finite or beyond that); null: no check (a non-finite training loss
+    # always stops the run)
     divergence: float | None = 100.0
     num_workers: int = 0
     progress_bar: bool = True

@@ -79,6 +79,32 @@ def test_divergence_check_can_be_turned_off_and_huge_metrics_print_as_stored(tmp
     assert json.loads((run / "DONE").read_text())["metrics"]["val_ppl"] == stored[-1]
 
 
+def test_divergence_bound_is_floored_at_a_uniform_guess_for_a_trained_start(tmp_path):
+    """A run from a trained init_from starts at loss ~4e-5 (measured: histogram); 0.009 at step 45
+    is noise, not divergence; 100 x ln(vocab) is. A fresh run's first loss (above ln(vocab)) is the
+    reference as before."""
+    import math
+    from types import SimpleNamespace
+
+    from t5lab.train.callbacks import DivergenceError, RunGuard
+
+    module = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(vocab_size=64)))
+    guard = RunGuard(None, 100.0, tmp_path)
+    guard.on_fit_start(None, module)
+    guard._check("train_loss", 4.283e-05, 0)
+    guard._check("train_loss", 0.009036, 45)
+    guard._check("val_loss", 100 * math.log(64) - 1e-3, 46)
+    with pytest.raises(DivergenceError, match=r"exceeds 100 x ln\(vocabulary size\) 4.159 \(the first training loss 4.283e-05"):
+        guard._check("train_loss", 100 * math.log(64) + 1e-3, 47)
+
+    fresh = RunGuard(None, 100.0, tmp_path)
+    fresh.on_fit_start(None, module)
+    fresh._check("train_loss", 5.0, 0)
+    fresh._check("train_loss", 499.0, 1)
+    with pytest.raises(DivergenceError, match="exceeds 100 x the first training loss 5 "):
+        fresh._check("train_loss", 501.0, 2)
+
+
 def test_divergence_factor_is_validated():
     from t5lab.config import load_config
     from t5lab.errors import ConfigError

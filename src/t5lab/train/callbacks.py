@@ -234,7 +234,9 @@ class RunGuard(pl.Callback):
     - stops a diverging run (``factor``: train.divergence) when the training loss exceeds ``factor``
       times its first value, or a validation loss is non-finite or beyond that bound: one line,
       no checkpoint of the diverged weights (checkpoints are written at epoch end, after this
-      check), no DONE. The first value is kept in checkpoints, so a resumed run judges the same way;
+      check), no DONE. The first value is floored at ln(vocabulary size), a uniform guess's loss:
+      a model started from a trained ``init_from`` begins near 0, where 100 x is noise, not
+      divergence. The first value is kept in checkpoints, so a resumed run judges the same way;
     - the ``step`` fault-injection point (t5lab.rundir.fault) after every training batch.
 
     On CUDA the loss is read on the host only at logging steps (a read every step would drain the
@@ -246,6 +248,11 @@ class RunGuard(pl.Callback):
         self.factor = factor
         self.run_dir = str(run_dir)
         self.first: float | None = None
+        self.chance: float | None = None  # ln(vocabulary size), set at fit start
+
+    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        vocab = getattr(getattr(getattr(module, "model", None), "config", None), "vocab_size", None)
+        self.chance = math.log(vocab) if isinstance(vocab, int) and vocab > 1 else None
 
     def state_dict(self) -> dict[str, Any]:
         return {"first": self.first}
@@ -282,10 +289,20 @@ class RunGuard(pl.Callback):
             if self.first is None:
                 self.first = value
                 return
-        bound = self.factor * self.first if self.first is not None and self.factor is not None else math.inf
+        floored = self.first is not None and self.chance is not None and self.first < self.chance
+        ref = self.chance if floored else self.first
+        bound = self.factor * ref if ref is not None and self.factor is not None else math.inf
         if math.isfinite(value) and value <= bound:
             return
-        why = "is not finite" if not math.isfinite(value) else f"exceeds {self.factor:g} x the first training loss {self.first:.4g}"
+        if not math.isfinite(value):
+            why = "is not finite"
+        elif floored:
+            why = (
+                f"exceeds {self.factor:g} x ln(vocabulary size) {self.chance:.4g} (the first training loss "
+                f"{self.first:.4g} is below a uniform guess's)"
+            )
+        else:
+            why = f"exceeds {self.factor:g} x the first training loss {self.first:.4g}"
         ckpt = Path(self.run_dir) / "checkpoints" / "last.ckpt"
         kept = (
             f"the last good checkpoint is {ckpt} (continue with: t5lab train --resume {self.run_dir})"
