@@ -61,10 +61,14 @@ def test_histogram_recipes_differ_by_their_model_and_the_length_of_the_decay():
     assert (pd.cfg.model.variant, do.cfg.model.variant) == ("pseudo_dec", "decoder_only")
     assert pd.cfg.model.options == {"position_encoding": "absolute"}
     assert do.cfg.model.options["target_positions"] == "restart"
-    assert pd.cfg.data == do.cfg.data and pd.cfg.tokenizer == do.cfg.tokenizer
-    # the same training but pseudo_dec's decay, twice as long (the recipe headers say why)
-    assert (pd.cfg.train.max_steps, do.cfg.train.max_steps) == (16000, 8000)
-    assert pd.cfg.train.model_copy(update={"max_steps": 8000}) == do.cfg.train
+    # the same training data; pseudo_dec validates on 1,000 strings (200 overshot its test set)
+    assert pd.cfg.data.model_copy(update={"val": 200}) == do.cfg.data
+    assert pd.cfg.tokenizer == do.cfg.tokenizer
+    # the same training but pseudo_dec's decay three times as long (the recipe headers say why)
+    assert (pd.cfg.train.max_steps, do.cfg.train.max_steps) == (24000, 8000)
+    val = {"val_examples": 200, "eval_batch_size": 200, "val_check_interval": 500}
+    assert pd.cfg.train.model_copy(update={"max_steps": 8000, "stop_at": do.cfg.train.stop_at, **val}) == do.cfg.train
+    assert (pd.cfg.train.val_examples, pd.cfg.data.val) == (1000, 1000)
     sizes = ("d_model", "d_ff", "d_kv", "num_heads", "num_layers", "dropout")
     assert [getattr(pd.cfg.model, k) for k in sizes] == [getattr(do.cfg.model, k) for k in sizes]
 
