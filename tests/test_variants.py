@@ -106,6 +106,21 @@ def test_init_from_must_hold_a_checkpoint_of_the_family(tmp_path, model_type, ok
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_init_from_gives_a_model_in_train_mode_as_a_fresh_one(tmp_path, name):
+    """from_pretrained returns eval mode; a run from init_from must train with dropout on, as fresh."""
+    from t5lab.config import ModelConfig
+
+    sizes = dict(d_model=16, d_ff=32, d_kv=4, num_heads=2, num_layers=1, dropout=0.1)
+    info = BuildInfo(vocab_size=40, max_length=32)
+    variant = get_variant(name)
+    fresh = variant.build(ModelConfig(variant=name, **sizes), info)
+    assert fresh.training
+    fresh.save_pretrained(tmp_path)
+    loaded = variant.build(ModelConfig(variant=name, init_from=str(tmp_path), **sizes), info)
+    assert [m.training for m in loaded.modules()] == [True] * len(list(loaded.modules()))
+
+
 def test_refused_and_unknown_options():
     with pytest.raises(ConfigError, match=r"model.options.causal_LM=true: the harness trains pseudo_dec"):
         get_variant("pseudo_dec").check_options({"causal_LM": True})

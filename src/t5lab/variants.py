@@ -241,7 +241,9 @@ class Variant:
         print(report.summary())
         if model.get_input_embeddings().num_embeddings != info.vocab_size:
             model.resize_token_embeddings(info.vocab_size)
-        return model
+        # from_pretrained returns the model in eval mode, and Lightning keeps the mode it is given:
+        # without this a run from init_from would train with dropout off (a fresh model is in train mode)
+        return model.train()
 
     def check_checkpoint(self, path: str | os.PathLike, key: str = "model.init_from") -> None:
         """Raise a one-line ConfigError unless ``path`` holds a checkpoint this variant can start from."""
