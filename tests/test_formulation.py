@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
 
-from t5lab.formulation import IGNORE, Formulation, classification_loss, token_loss
+from t5lab.formulation import IGNORE, Formulation, classification_loss, decoding_matches, token_loss
 from t5lab.tasks import Labelled, Pair
 from t5lab.tokenizers import build_tokenizer, sentinel_ids
 
@@ -149,6 +149,21 @@ def test_classification_loss_closed_form():
     assert n.item() == 3 and correct.item() == 2
     loss, n, _ = classification_loss(torch.tensor([[1.0], [3.0]]), torch.tensor([2.0, 2.0]), "regression")
     assert loss.item() == pytest.approx(2.0)
+
+
+def test_decoding_matches_closed_form():
+    eos, pad = 1, 0
+    target = [[5, 6, 7, eos], [5, 6, eos, IGNORE], [8, eos, IGNORE, IGNORE], [5, 6, 7, eos]]
+    pred = [
+        [5, 6, 7, eos, pad],  # right: 4 of 4, exact
+        [5, 9, eos, pad, pad],  # one wrong token: 2 of 3
+        [8, 8, eos, pad, pad],  # runs long: 1 of 2 (the eos position holds an 8), not exact
+        [5, 6],  # stops early, no eos: 2 of 4
+    ]
+    assert decoding_matches(pred, target, eos) == (1, 4 + 2 + 1 + 2, 4 + 3 + 2 + 4)
+    # tokens after the first eos are padding, never compared
+    assert decoding_matches([[5, eos, 5, 6]], [[5, eos]], eos) == (1, 2, 2)
+    assert decoding_matches([], [], eos) == (0, 0, 0)
 
 
 def test_importable_without_lightning():

@@ -366,6 +366,29 @@ def token_loss(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> tuple[t
     return loss_sum, valid.sum(), correct
 
 
+def decoding_matches(pred: list[list[int]], target: list[list[int]], eos: int) -> tuple[int, int, int]:
+    """How greedy decodings compare with their references: exact rows, matched tokens, reference tokens.
+
+    Args:
+        pred: Decoded token ids per row; a row ends at its first ``eos`` (kept), the rest is padding.
+        target: Reference ids per row, ``eos`` included, ``-100`` padded.
+        eos: The eos token id.
+
+    Returns:
+        ``(exact, matches, total)``: rows whose decoding equals the reference up to and including
+        eos; reference tokens that the decoding has at the same position (a decoding that stops
+        early misses the rest; one that runs long loses only exact match); reference tokens.
+    """
+    exact = matches = total = 0
+    for p, t in zip(pred, target):
+        ref = [x for x in t if x != IGNORE]
+        hyp = p[: p.index(eos) + 1] if eos in p else p
+        exact += hyp == ref
+        matches += sum(a == b for a, b in zip(hyp, ref))
+        total += len(ref)
+    return exact, matches, total
+
+
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Summed loss, number of examples and number of correct predictions for a classifier.
 

@@ -87,6 +87,7 @@ def test_plain_loop_trains_the_same_model_on_the_same_batches(tmp_path, variant,
         assert mine["val_loss"] == pytest.approx(float(theirs["val_loss"]), rel=1e-5)
         assert mine["val_token_acc"] == pytest.approx(float(theirs["val_token_acc"]), abs=1e-6)
         assert mine["val_exact_match"] == pytest.approx(float(theirs["val_exact_match"]), abs=1e-6)
+        assert mine["val_decoded_token_acc"] == pytest.approx(float(theirs["val_decoded_token_acc"]), abs=1e-6)
     assert plain.samples == harness.samples == 80
     assert harness.test_exact_match is not None and plain.test_exact_match is None
 

@@ -181,6 +181,28 @@ def test_val_examples_limits_decoding_not_the_loss(tmp_path, monkeypatch):
     assert part.metrics["test_exact_match"] == full.metrics["test_exact_match"]  # test decoded whole
 
 
+def test_decoded_token_acc_is_token_weighted_over_the_split(tmp_path, monkeypatch):
+    import t5lab.train.module as module
+
+    seen: list[tuple[list[list[int]], list[list[int]], int]] = []
+    real = module.decoding_matches
+
+    def spy(pred, target, eos):
+        seen.append((pred, target, eos))
+        return real(pred, target, eos)
+
+    monkeypatch.setattr(module, "decoding_matches", spy)
+    [result] = train(tiny(train={"max_steps": 12, "lr": 1e-2, "eval_batch_size": 3}), out=tmp_path)
+    test_batches = seen[-3:]  # the 8 test examples in batches of 3, 3 and 2: decoded last
+    assert [len(t) for _, t, _ in test_batches] == [3, 3, 2]
+    hits = sum(real(*b)[1] for b in test_batches)
+    tokens = sum(sum(x != -100 for x in row) for _, t, _ in test_batches for row in t)
+    assert result.metrics["test_decoded_token_acc"] == pytest.approx(hits / tokens, abs=1e-6)
+    assert 0 < hits < tokens  # a value that tells token weighting from a mean of batch means
+    means = [real(*b)[1] / real(*b)[2] for b in test_batches]
+    assert result.metrics["test_decoded_token_acc"] != pytest.approx(sum(means) / len(means), abs=1e-6)
+
+
 @pytest.mark.parametrize("variant", ["t5", "gpt2"])
 def test_decoding_uses_the_cache_and_stops_at_eos(variant):
     pieces = build_pieces(load_config(tiny(model={"variant": variant})))

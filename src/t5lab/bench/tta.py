@@ -335,12 +335,12 @@ def _to(batch: dict[str, Any], device: str) -> dict[str, Any]:
 
 def validate_plain(model: Any, cfg: Any, data: Data, device: str) -> dict[str, float]:
     """The harness's validation metrics (``T5LabModule._eval_step`` / ``_finish_eval``): token-weighted
-    loss and token accuracy over the whole split, exact match of the greedy decodings of its first
+    loss and token accuracy over the whole split, exact match and decoded token accuracy of the greedy decodings of its first
     ``train.val_examples`` examples, in ``train.eval_batch_size`` batches; values as float32, as
     Lightning stores them."""
     import torch
 
-    from t5lab.formulation import IGNORE, token_loss
+    from t5lab.formulation import decoding_matches, token_loss
     from t5lab.train.data import EvalCollator
     from t5lab.train.fast import bf16_autocast, resolve_precision
     from t5lab.variants import get_variant
@@ -350,7 +350,7 @@ def validate_plain(model: Any, cfg: Any, data: Data, device: str) -> dict[str, f
     size = t.eval_batch_size or t.batch_size
     limit = t.val_examples
     new_tokens = get_variant(cfg.model.variant).new_tokens
-    loss_sum = n = correct = exact = count = 0.0
+    loss_sum = n = correct = exact = count = hits = ref_tokens = 0.0
     model.eval()
     with torch.inference_mode(), bf16_autocast(resolve_precision(t.precision, cfg.trainer.accelerator), device):
         for start in range(0, len(data.val), size):
@@ -367,17 +367,15 @@ def validate_plain(model: Any, cfg: Any, data: Data, device: str) -> dict[str, f
             out = model.generate(**prompts, max_new_tokens=t.max_new_tokens or target.shape[1], do_sample=False,
                                  num_beams=1, use_cache=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
             pred = new_tokens(out, prompts["input_ids"].shape[1])
-            eos = tok.eos_token_id
-            for p, r in zip(pred.tolist(), target.tolist()):
-                hyp = p[: p.index(eos) + 1] if eos in p else p
-                exact += float(hyp == [x for x in r if x != IGNORE])
-            count += float(target.shape[0])
+            e, h, r = decoding_matches(pred.tolist(), target.tolist(), tok.eos_token_id)
+            exact, hits, ref_tokens, count = exact + e, hits + h, ref_tokens + r, count + float(target.shape[0])
     model.train()
     f32 = lambda x: float(torch.tensor(x, dtype=torch.float32))  # noqa: E731
     if n == 0:
         return {}
     return {"val_loss": f32(loss_sum / n), "val_ppl": f32(math.exp(min(loss_sum / n, 88.0))),
-            "val_token_acc": f32(correct / n), "val_exact_match": f32(exact / max(count, 1.0))}
+            "val_token_acc": f32(correct / n), "val_exact_match": f32(exact / max(count, 1.0)),
+            "val_decoded_token_acc": f32(hits / max(ref_tokens, 1.0))}
 
 
 def _val_rule(cfg: Any, batches_per_epoch: int):

@@ -3,7 +3,10 @@
 Validation (and test) metrics are sums over the whole split divided at the end: ``val_loss`` is
 the token-weighted mean cross-entropy over every target token of the split and ``val_ppl`` its
 exp (not a mean of batch means); ``val_token_acc`` is teacher-forced argmax accuracy and
-``val_exact_match`` compares greedy decodings with the references token by token.
+``val_exact_match`` compares greedy decodings with the references token by token and
+``val_decoded_token_acc`` is the share of reference tokens that the greedy decoding has at the same
+position (where a model copies earlier target tokens, teacher forcing hides how many it gets right
+by itself).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 
 from t5lab.config import ExperimentConfig
 from t5lab.errors import T5LabError
-from t5lab.formulation import IGNORE, classification_loss, lm_logits_labels, token_loss
+from t5lab.formulation import IGNORE, classification_loss, decoding_matches, lm_logits_labels, token_loss
 from t5lab.train.timing import phase
 
 
@@ -310,7 +313,9 @@ class T5LabModule(pl.LightningModule):
                 prompts = {k: v[decode] for k, v in batch["prompts"].items()}
                 with phase("decoding"):
                     pred = self._generate(prompts, target.shape[1])  # (B', <=L)
-                terms["exact"] = self._exact(pred, target).sum().float()
+                exact, hits, ref_tokens = decoding_matches(pred.tolist(), target.tolist(), self.tokenizer.eos_token_id)
+                for key, value in (("exact", exact), ("decoded_hits", hits), ("decoded_tokens", ref_tokens)):
+                    terms[key] = torch.tensor(float(value), device=target.device)
                 terms["count"] = torch.tensor(float(target.shape[0]), device=target.device)
                 self._keep_samples(batch["index"][decode], pred, prefix)
         else:
@@ -345,16 +350,6 @@ class T5LabModule(pl.LightningModule):
 
         # the decoder start token (encoder-decoder) or the left-padded prompt (decoder) comes first
         return variant_of(self.model).new_tokens(out, prompts["input_ids"].shape[1])
-
-    def _exact(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """(B,) bool: the prediction equals the reference up to and including the first eos."""
-        eos = self.tokenizer.eos_token_id
-        result = []
-        for p, t in zip(pred.tolist(), target.tolist()):
-            ref = [x for x in t if x != IGNORE]
-            hyp = p[: p.index(eos) + 1] if eos in p else p
-            result.append(hyp == ref)
-        return torch.tensor(result, device=pred.device)
 
     def _datamodule_examples(self, prefix: str) -> list[Any]:
         dm = getattr(self.trainer, "datamodule", None)
@@ -406,12 +401,12 @@ class T5LabModule(pl.LightningModule):
     on_test_epoch_start = on_validation_epoch_start
 
     def _finish_eval(self, prefix: str) -> None:
-        names = ("loss_sum", "n", "correct", "exact", "count")
+        names = ("loss_sum", "n", "correct", "exact", "count", "decoded_hits", "decoded_tokens")
         device = self.device
         sums = torch.stack([self._acc.get(f"{prefix}_{k}", torch.zeros((), device=device)).to(device) for k in names])
         if self.trainer.world_size > 1:
             sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        loss_sum, n, correct, exact, count = sums.tolist()
+        loss_sum, n, correct, exact, count, decoded_hits, decoded_tokens = sums.tolist()
         if n == 0:
             return
         metrics = {f"{prefix}_loss": loss_sum / n}
@@ -424,6 +419,7 @@ class T5LabModule(pl.LightningModule):
             metrics[f"{prefix}_ppl"] = math.exp(min(loss_sum / n, 88.0))
             metrics[f"{prefix}_token_acc"] = correct / n
             metrics[f"{prefix}_exact_match"] = exact / max(count, 1.0)
+            metrics[f"{prefix}_decoded_token_acc"] = decoded_hits / max(decoded_tokens, 1.0)
         self.log("step", float(self.global_step), on_step=False, on_epoch=True)
         for k, v in metrics.items():
             # already reduced over ranks above: no sync_dist
