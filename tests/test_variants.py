@@ -121,6 +121,31 @@ def test_init_from_gives_a_model_in_train_mode_as_a_fresh_one(tmp_path, name):
     assert [m.training for m in loaded.modules()] == [True] * len(list(loaded.modules()))
 
 
+@pytest.mark.parametrize("name", ["pseudo_dec", "decoder_only", "enct5"])
+def test_learned_position_tables_cover_the_run(name):
+    """data.max_length above the 512-row default: the table grows to the run's longest sequence
+    (BuildInfo.for_run: input + target); runs that fit 512 keep it; an explicit option wins."""
+    from t5lab.config import ModelConfig
+
+    sizes = dict(d_model=16, d_ff=32, d_kv=4, num_heads=2, num_layers=1, options={"position_encoding": "absolute"})
+    variant = get_variant(name)
+    long = variant.build(ModelConfig(variant=name, **sizes), BuildInfo(vocab_size=40, max_length=2 * 600 + 8))
+    assert long.config.max_position_embeddings == 1208
+    ids = torch.randint(2, 40, (1, 600))
+    with torch.no_grad():
+        if name == "pseudo_dec":
+            long(input_ids=ids, decoder_input_ids=ids)  # 600 tokens on each side
+        elif name == "decoder_only":
+            long(input_ids=torch.cat([ids, ids], 1))  # input + target
+        else:
+            long(input_ids=ids)
+    short = variant.build(ModelConfig(variant=name, **sizes), BuildInfo(vocab_size=40, max_length=2 * 64 + 8))
+    assert short.config.max_position_embeddings == 512
+    sizes["options"]["max_position_embeddings"] = 100
+    mine = variant.build(ModelConfig(variant=name, **sizes), BuildInfo(vocab_size=40, max_length=1208))
+    assert mine.config.max_position_embeddings == 100
+
+
 def test_refused_and_unknown_options():
     with pytest.raises(ConfigError, match=r"model.options.causal_LM=true: the harness trains pseudo_dec"):
         get_variant("pseudo_dec").check_options({"causal_LM": True})

@@ -535,12 +535,18 @@ def _build_gpt2(cfg: Any, info: BuildInfo) -> Any:
 def _build_with(config_class: ClassGetter, model_class: ClassGetter, classification: bool = False) -> Builder:
     def build(cfg: Any, info: BuildInfo) -> Any:
         kwargs = t5_config_kwargs(cfg, info)
+        config_cls = config_class()
+        default_rows = getattr(config_cls, "max_position_embeddings", None)
+        if default_rows is not None and "max_position_embeddings" not in kwargs:
+            # learned position tables cover the run's longest sequence (as gpt2's n_positions does);
+            # never fewer rows than the class default, so runs that fit it keep the same init
+            kwargs["max_position_embeddings"] = max(default_rows, info.max_length)
         if classification:
             kwargs.update(num_labels=info.num_labels, problem_type=info.problem_type)
             if info.id2label:
                 kwargs["id2label"] = dict(info.id2label)
                 kwargs["label2id"] = {v: k for k, v in info.id2label.items()}
-        return model_class()(config_class()(**kwargs))
+        return model_class()(config_cls(**kwargs))
 
     return build
 
