@@ -335,9 +335,9 @@ def _to(batch: dict[str, Any], device: str) -> dict[str, Any]:
 
 def validate_plain(model: Any, cfg: Any, data: Data, device: str) -> dict[str, float]:
     """The harness's validation metrics (``T5LabModule._eval_step`` / ``_finish_eval``): token-weighted
-    loss and token accuracy over the whole split, exact match and decoded token accuracy of the greedy decodings of its first
-    ``train.val_examples`` examples, in ``train.eval_batch_size`` batches; values as float32, as
-    Lightning stores them."""
+    loss and token accuracy over the whole split, exact match and decoded token accuracy of the
+    greedy decodings of its first ``train.val_examples`` examples, in ``train.eval_batch_size``
+    batches; values as float32, as Lightning stores them."""
     import torch
 
     from t5lab.formulation import decoding_matches, token_loss
