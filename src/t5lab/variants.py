@@ -56,6 +56,7 @@ class BuildInfo:
     num_labels: int = 2  # classification variants
     problem_type: str | None = None
     id2label: dict[int, str] | None = None
+    digit_token_ids: tuple[int, ...] | None = None  # one token per digit 0-9, or None
 
     @classmethod
     def for_run(cls, cfg: Any, task: Any, tokenizer: Any) -> BuildInfo:
@@ -69,7 +70,18 @@ class BuildInfo:
             num_labels=getattr(task, "num_labels", 2),
             problem_type=getattr(task, "problem_type", None),
             id2label=getattr(task, "id2label", None),
+            digit_token_ids=_digit_ids(tokenizer),
         )
+
+
+def _digit_ids(tokenizer: Any) -> tuple[int, ...] | None:
+    """The ids of the digits 0-9 when the tokenizer gives each digit a token of its own."""
+    ids = [list(tokenizer(d, add_special_tokens=False)["input_ids"]) for d in "0123456789"]
+    if any(len(i) != 1 for i in ids) or len({i[0] for i in ids}) != 10:
+        return None
+    if any(i[0] == tokenizer.unk_token_id for i in ids if tokenizer.unk_token_id is not None):
+        return None
+    return tuple(i[0] for i in ids)
 
 
 Builder = Callable[[Any, BuildInfo], Any]
@@ -541,6 +553,13 @@ def _build_with(config_class: ClassGetter, model_class: ClassGetter, classificat
             # learned position tables cover the run's longest sequence (as gpt2's n_positions does);
             # never fewer rows than the class default, so runs that fit it keep the same init
             kwargs["max_position_embeddings"] = max(default_rows, info.max_length)
+        if kwargs.get("target_positions") == "digits" and not kwargs.get("digit_token_ids"):
+            if info.digit_token_ids is None:
+                raise ConfigError(
+                    "model.options.target_positions=digits numbers digit tokens, but this tokenizer does not "
+                    "give each digit 0-9 a token of its own; use tokenizer: char (or byte)"
+                )
+            kwargs["digit_token_ids"] = list(info.digit_token_ids)
         if classification:
             kwargs.update(num_labels=info.num_labels, problem_type=info.problem_type)
             if info.id2label:

@@ -45,6 +45,7 @@ from t5lab.models import masks
 from t5lab.models.loading import LoadReport
 from t5lab.models.positions import (
     check_position_config,
+    digit_position_ids,
     needs_position_ids,
     position_ids_from_mask,
     restart_position_ids,
@@ -93,7 +94,13 @@ class T5DecoderOnlyConfig(T5Config):
         target_positions: ``"continue"`` (default: one count over input and target) or
             ``"restart"`` (a prefix LM with absolute, sinusoidal or rotary positions numbers its target
             from 1 again, as T5's decoder does, and adds a learned input/target segment embedding
-            so the two counts stay apart; :func:`t5lab.models.positions.restart_position_ids`).
+            so the two counts stay apart; :func:`t5lab.models.positions.restart_position_ids`), or
+            ``"digits"`` (abacus-style, McLeish et al. 2024: every digit is numbered by its
+            significance in its number, every other token 0, with the same segment embedding;
+            the target is taken to be written least significant digit first, as
+            ``data.reverse_target`` writes it; :func:`t5lab.models.positions.digit_position_ids`).
+        digit_token_ids: The token ids of the digits 0-9, for ``target_positions="digits"`` (the
+            harness fills them in from the run's tokenizer).
     """
 
     model_type = "t5_decoder_only"
@@ -106,6 +113,7 @@ class T5DecoderOnlyConfig(T5Config):
     rotary_base: float | int = 10000.0
     max_position_embeddings: int = 512
     target_positions: str = "continue"
+    digit_token_ids: list[int] | None = None
 
     def __post_init__(self, **kwargs):
         # A T5Config dict carries model_type="t5"; the class attribute must win (from_dict).
@@ -191,7 +199,7 @@ class T5PrefixLMSelfAttention(T5Attention):
         return torch.where(relative[None, None] > 0, forward, values)
 
 
-TARGET_POSITIONS = ("continue", "restart")
+TARGET_POSITIONS = ("continue", "restart", "digits")
 
 
 def _check_target_positions(config: T5DecoderOnlyConfig) -> None:
@@ -199,13 +207,20 @@ def _check_target_positions(config: T5DecoderOnlyConfig) -> None:
     mode = config.target_positions
     if mode not in TARGET_POSITIONS:
         raise ValueError(f"target_positions={mode!r} is unknown; use one of {', '.join(TARGET_POSITIONS)}")
-    if mode == "restart" and config.position_encoding not in ("absolute", "sinusoidal", "rotary"):
+    if mode == "continue":
+        return
+    if config.position_encoding not in ("absolute", "sinusoidal", "rotary"):
         raise ValueError(
-            f"target_positions='restart' numbers tokens, but position_encoding={config.position_encoding!r} "
+            f"target_positions={mode!r} numbers tokens, but position_encoding={config.position_encoding!r} "
             "has no position numbers; use absolute, sinusoidal or rotary"
         )
-    if mode == "restart" and not config.prefix_lm:
-        raise ValueError("target_positions='restart' restarts the count after the prefix: set prefix_lm=true")
+    if not config.prefix_lm:
+        raise ValueError(f"target_positions={mode!r} counts the prefix and the target apart: set prefix_lm=true")
+    if mode == "digits" and not config.digit_token_ids:
+        raise ValueError(
+            "target_positions='digits' numbers the digits: set digit_token_ids to the token ids of 0-9 "
+            "(t5lab train fills them in from the tokenizer)"
+        )
 
 
 def _decoder_only_stack(config: T5DecoderOnlyConfig, embed_tokens: nn.Embedding) -> T5Stack:
@@ -313,7 +328,7 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
         self.decoder = _decoder_only_stack(config, self.shared)
         self.lm_head = TiedLMHead(config.d_model, config.vocab_size, bias=False)
         # input (0) / target (1): with restarted positions, input j and target j share a position
-        restart = getattr(config, "target_positions", "continue") == "restart"
+        restart = getattr(config, "target_positions", "continue") in ("restart", "digits")
         self.segment_embeddings = nn.Embedding(2, config.d_model) if restart else None
         self.load_report: LoadReport | None = None
         self.post_init()
@@ -451,6 +466,8 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
             mask = self._prefix_mask_4d(prefix_mask, attention_mask, batch, length, past, static, inputs_embeds.device)
 
         if self.segment_embeddings is not None:
+            if position_ids is None and self.config.target_positions == "digits":
+                position_ids = self._digit_positions(input_ids, prefix_mask, attention_mask, past)
             inputs_embeds, position_ids = self._restart_positions(
                 inputs_embeds, prefix_mask, attention_mask, segment_ids, position_ids, past
             )
@@ -497,6 +514,19 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
         )
         return output if return_dict else output.to_tuple()
+
+    def _digit_positions(self, input_ids, prefix_mask, attention_mask, past) -> torch.Tensor:
+        """``target_positions="digits"``: positions from the whole sequence (a number is counted from its end)."""
+        if input_ids is None or not (isinstance(past, int) and past == 0):
+            raise ValueError(
+                "target_positions='digits' numbers each digit from the whole sequence: pass position_ids "
+                "with a cache or inputs_embeds (generate() passes them)"
+            )
+        if prefix_mask is None:
+            raise ValueError("target_positions='digits' counts the prefix apart: pass prefix_mask (1 on the input part)")
+        padding = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
+        digits = torch.tensor(self.config.digit_token_ids, device=input_ids.device)
+        return digit_position_ids(input_ids, prefix_mask, digits, padding)
 
     def _restart_positions(self, inputs_embeds, prefix_mask, attention_mask, segment_ids, position_ids, past):
         """``target_positions="restart"``: add the input/target segment embedding; positions restart at the target."""
@@ -678,9 +708,18 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
         prefix_mask = model_inputs.get("prefix_mask")
         if prefix_mask is not None and prefix_mask.dim() == 2 and prefix_mask.shape[1] != input_ids.shape[1]:
             missing = input_ids.shape[1] - prefix_mask.shape[1]
-            model_inputs["prefix_mask"] = (
+            prefix_mask = (
                 nn.functional.pad(prefix_mask, (0, missing), value=0) if missing > 0 else prefix_mask[:, : input_ids.shape[1]]
             )
+            model_inputs["prefix_mask"] = prefix_mask
+        new_ids = model_inputs.get("input_ids")
+        if self.config.target_positions == "digits" and prefix_mask is not None and new_ids is not None:
+            # a number is counted from its end: only the whole sequence numbers the new tokens
+            attention_mask = kwargs.get("attention_mask")
+            padding = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
+            digits = torch.tensor(self.config.digit_token_ids, device=input_ids.device)
+            positions = digit_position_ids(input_ids, prefix_mask, digits, padding)
+            model_inputs["position_ids"] = positions[:, -new_ids.shape[1] :]
         return model_inputs
 
     def _update_model_kwargs_for_generation(

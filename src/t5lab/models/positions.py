@@ -19,7 +19,9 @@
 Position ids are 0-based token positions ``(B, T)``: :func:`position_ids_from_mask` derives them
 from a padding mask (so a left-padded row is positioned as it would be alone), packed rows use
 :func:`t5lab.models.masks.segment_positions`; a prefix LM with ``target_positions="restart"`` counts
-its target from 1 again (:func:`restart_position_ids`). Cross-attention carries no positions, as in T5.
+its target from 1 again (:func:`restart_position_ids`), and with ``target_positions="digits"`` every
+digit is numbered by its significance in its number (:func:`digit_position_ids`). Cross-attention
+carries no positions, as in T5.
 """
 
 from __future__ import annotations
@@ -172,6 +174,50 @@ def restart_position_ids(
         return positions
     index = torch.arange(length, device=positions.device) + past  # (T,); past may be a 0-d tensor
     return positions.index_select(-1, index)
+
+
+def _run_index(member: torch.Tensor) -> torch.Tensor:
+    """1-based index of each member token within its run of consecutive members (0 elsewhere)."""
+    member = member.long()
+    total = member.cumsum(-1)  # (B, K)
+    # the count at the last non-member before each token; cumsum never decreases, so cummax carries it
+    base = torch.where(member.bool(), torch.zeros_like(total), total).cummax(dim=-1).values
+    return (total - base) * member
+
+
+def digit_position_ids(
+    input_ids: torch.Tensor,
+    prefix_mask: torch.Tensor,
+    digit_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Abacus-style positions: a digit's position is its significance in its number.
+
+    After McLeish et al. 2024 ("Transformers Can Do Arithmetic with the Right Embeddings",
+    arXiv:2405.17399, sec. 3.1), who number each digit by its index in its number with the numbers
+    written least significant digit first. Here the input (prefix) keeps the task's own order, most
+    significant digit first, so its digits are counted from the end of their number (units 1, tens
+    2, ...), and the target is taken to be written least significant digit first
+    (``data.reverse_target``), so its digits are counted from the start of their number. A sum digit
+    and the operand digits of the same significance then share one position. Every other token
+    (separators, eos, padding) gets 0; a number never runs across the prefix/target boundary.
+
+    Args:
+        input_ids: ``(B, K)`` the whole sequence (cached and new tokens).
+        prefix_mask: ``(B, K)`` 1 on the prefix.
+        digit_ids: ``(D,)`` the token ids of the digits 0-9.
+        attention_mask: ``(B, K)`` 1 on real tokens, or None.
+
+    Returns:
+        ``(B, K)`` long positions.
+    """
+    digit = torch.isin(input_ids, digit_ids.to(input_ids.device))
+    if attention_mask is not None:
+        digit = digit & attention_mask.to(input_ids.device).bool()
+    prefix = prefix_mask.to(input_ids.device).bool()
+    from_end = _run_index((digit & prefix).flip(-1)).flip(-1)  # prefix digits, counted from the right
+    from_start = _run_index(digit & ~prefix)  # target digits, counted from the left
+    return from_end + from_start
 
 
 # ---------------------------------------------------------------------------------------------
