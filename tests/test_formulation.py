@@ -71,6 +71,19 @@ def test_truncation_keeps_eos(tok):
     assert len(e.labels) == 4 and e.labels[-1] == tok.eos_token_id
 
 
+@pytest.mark.parametrize("kind", ["seq2seq", "prefix_lm", "causal_lm"])
+def test_reverse_target_writes_the_target_backwards_and_keeps_the_reference(tok, kind):
+    eos = tok.eos_token_id
+    plain = Formulation(kind, tok, max_length=16).encode(Pair("abc", "hij"))
+    e = Formulation(kind, tok, max_length=16, reverse_target=True).encode(Pair("abc", "hij"))
+    assert e.target == ids(tok, "jih") + [eos]  # eos stays last
+    assert e.prompt == plain.prompt and e.reference == "hij" and e.source == "abc"
+    assert e.labels[-4:] == ids(tok, "jih") + [eos]
+    # exact match is unchanged: a decoding equals the reversed reference iff its reverse equals the reference
+    assert decoding_matches([ids(tok, "jih") + [eos]], [e.target], eos)[0] == 1
+    assert decoding_matches([ids(tok, "hij") + [eos]], [e.target], eos)[0] == 0
+
+
 def test_classification_labels(tok):
     single = Formulation("classification", tok, max_length=8, num_labels=3, problem_type="single_label_classification")
     b = single.collate(single.encode_all([Labelled("abc", 2), Labelled("de", 0)]))

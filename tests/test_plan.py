@@ -131,3 +131,11 @@ def test_vocab_mismatch_of_a_later_sweep_point_fails_before_any_run_dir(tmp_path
     assert len(load_plans(tiny(model={"init_from": [fits, other], "resize_embeddings": True}))) == 2
     # a size known only once the tokenizer is trained (unigram) is left to the run's own check
     resolve(validate(tiny(model={"init_from": other}, tokenizer={"kind": "unigram", "vocab_size": 40})))
+
+
+def test_reverse_target_on_a_classification_task_is_a_one_line_error():
+    cfg = validate(tiny(model={"variant": "enct5"}, data={"task": "parity", "options": {}, "reverse_target": True}))
+    with pytest.raises(ConfigError, match=r"data.reverse_target=true: the 'parity' task has labels") as err:
+        resolve(cfg)
+    assert "\n" not in str(err.value)
+    assert resolve(validate(tiny(data={"reverse_target": True}))).kind == "seq2seq"

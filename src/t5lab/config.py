@@ -138,6 +138,9 @@ class DataConfig(Section):
     objective: Objective | None = None
     # causal-LM formulations: loss on the target tokens only, or on every token
     loss_on: Literal["target", "all"] = "target"
+    # the model writes each target token sequence backwards (a sum least significant digit first,
+    # Lee et al. 2023); decodings are scored against the reversed reference and shown turned back
+    reverse_target: bool = False
     # span corruption (T5 paper, section 3.1.4): fraction of tokens masked, mean span length
     noise_density: float = 0.15
     mean_noise_span_length: float = 3.0

@@ -71,6 +71,10 @@ class Formulation:
         mean_noise_span_length: Span corruption: mean span length.
         num_labels: Classification: number of classes (multi-hot width).
         problem_type: Classification: HF problem type.
+        reverse_target: Targets are written backwards (their tokens in reverse order, eos last):
+            the model learns to write them so, and greedy decodings are compared with the reversed
+            reference (exact match is unchanged by the reversal); ``Example.reference`` keeps the
+            task's own target text.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class Formulation:
         mean_noise_span_length: float = 3.0,
         num_labels: int = 2,
         problem_type: str | None = None,
+        reverse_target: bool = False,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"formulation kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -99,6 +104,7 @@ class Formulation:
         self.mean_noise_span_length = mean_noise_span_length
         self.num_labels = num_labels
         self.problem_type = problem_type
+        self.reverse_target = reverse_target
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 1
         from t5lab.tokenizers import CharEncoder
@@ -120,6 +126,7 @@ class Formulation:
             mean_noise_span_length=data.mean_noise_span_length,
             num_labels=plan.num_labels,
             problem_type=plan.problem_type,
+            reverse_target=data.reverse_target,
         )
 
     @classmethod
@@ -201,7 +208,7 @@ class Formulation:
         else:
             src, tgt = ids if ids is not None else (self._ids(record.input), self._ids(record.target))
             source, reference = record.input, record.target
-        target = tgt + [eos]
+        target = (tgt[::-1] if self.reverse_target else tgt) + [eos]
         if self.kind == "seq2seq":
             enc = src + [eos]
             return Example(enc, list(target), prompt=enc, target=target, source=source, reference=reference)

@@ -164,6 +164,11 @@ def formulation_kind(variant: Variant, cfg: ExperimentConfig, task: Task) -> tup
                 f"config key model.variant={name}: a {model_obj} variant cannot train on the {kind} task "
                 f"{cfg.data.task!r}; use {other} (or a {model_obj} task)"
             )
+        if cfg.data.reverse_target:
+            raise ConfigError(
+                f"config key data.reverse_target=true: the {cfg.data.task!r} task has labels, not token "
+                "sequences to reverse; set data.reverse_target=false"
+            )
         return "classification", None
     if kind == "text":
         if objective is None:

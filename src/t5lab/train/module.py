@@ -387,6 +387,8 @@ class T5LabModule(pl.LightningModule):
                 break
             if t != tok.pad_token_id:
                 out.append(t)
+        if self.cfg.data.reverse_target:  # written backwards: shown in the task's own order
+            out.reverse()
         return tok.decode(out)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
