@@ -10,7 +10,14 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
 
-from t5lab.formulation import IGNORE, Formulation, classification_loss, decoding_matches, token_loss
+from t5lab.formulation import (
+    IGNORE,
+    Formulation,
+    classification_loss,
+    decoded_text,
+    decoding_matches,
+    token_loss,
+)
 from t5lab.tasks import Labelled, Pair
 from t5lab.tokenizers import build_tokenizer, sentinel_ids
 
@@ -82,6 +89,9 @@ def test_reverse_target_writes_the_target_backwards_and_keeps_the_reference(tok,
     # exact match is unchanged: a decoding equals the reversed reference iff its reverse equals the reference
     assert decoding_matches([ids(tok, "jih") + [eos]], [e.target], eos)[0] == 1
     assert decoding_matches([ids(tok, "hij") + [eos]], [e.target], eos)[0] == 0
+    # shown in the task's own order: up to eos, padding dropped, turned back
+    assert decoded_text(tok, ids(tok, "jih") + [eos, 0] + ids(tok, "a"), reverse_target=True) == "hij"
+    assert decoded_text(tok, [0] + ids(tok, "jih") + [eos]) == "jih"
 
 
 def test_classification_labels(tok):

@@ -396,6 +396,23 @@ def decoding_matches(pred: list[list[int]], target: list[list[int]], eos: int) -
     return exact, matches, total
 
 
+def decoded_text(tokenizer: Any, ids: list[int], reverse_target: bool = False) -> str:
+    """The text of a greedy decoding: up to its eos, padding dropped, in the task's own order.
+
+    Args:
+        tokenizer: The run's tokenizer (its ``eos_token_id`` and ``pad_token_id``).
+        ids: Generated token ids.
+        reverse_target: The model writes targets backwards (``data.reverse_target``): turn them back.
+    """
+    out = []
+    for t in ids:
+        if t == tokenizer.eos_token_id:
+            break
+        if t != tokenizer.pad_token_id:
+            out.append(t)
+    return tokenizer.decode(out[::-1] if reverse_target else out)
+
+
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Summed loss, number of examples and number of correct predictions for a classifier.
 

@@ -138,6 +138,42 @@ def test_histogram_recipes_line_every_value_up_with_its_letter(name):
     assert max(len(x) for x in letters) + 2 == 82 <= cfg.data.max_length
 
 
+def test_long_addition_recipe_lines_up_digits_of_one_significance():
+    """long_addition.yaml writes each sum least significant digit first (data.reverse_target) and
+    numbers every digit by its significance (target_positions: digits): in the built model's batches
+    each sum digit shares its position with the operand digits it is the sum of."""
+    import torch
+
+    from t5lab.formulation import Formulation
+    from t5lab.models.positions import digit_position_ids
+    from t5lab.plan import resolve
+    from t5lab.variants import BuildInfo, get_variant
+
+    [(plan, _)] = load_plans(str(RECIPES / "long_addition.yaml"), [])
+    cfg = plan.cfg
+    assert cfg.data.reverse_target and cfg.model.options["target_positions"] == "digits"
+    splits = build_splits(plan.task, 200, 0, 0, cfg.data.seed)
+    tok = build_tokenizer_for(cfg, plan.task, splits)
+    model = get_variant(cfg.model.variant).build(cfg.model, BuildInfo.for_run(cfg, plan.task, tok))
+    examples = Formulation.from_plan(resolve(cfg), tok).encode_all(splits["train"])
+    batch = Formulation.from_plan(resolve(cfg), tok).collate(examples)
+    digits = torch.tensor(model.config.digit_token_ids)
+    positions = digit_position_ids(batch["input_ids"], batch["prefix_mask"], digits, batch["attention_mask"])
+    for row, (record, example) in enumerate(zip(splits["train"], examples)):
+        a, b = record.input.split("+")
+        assert example.target[:-1] == tok(record.target[::-1], add_special_tokens=False)["input_ids"]
+        pos = positions[row].tolist()
+        start = len(example.prompt)
+        for significance in range(1, len(record.target) + 1):
+            sum_position = pos[start + significance - 1]
+            assert sum_position == significance
+            # the operand digits of that significance (counted from the right) share it
+            if significance <= len(a):
+                assert pos[len(a) - significance] == significance
+            if significance <= len(b):
+                assert pos[len(a) + 1 + len(b) - significance] == significance
+
+
 def test_numbersort_recipe_windows_hold_every_pair_of_neighbours():
     """numbersort.yaml mixes the seed lists with lists from windows of numbers, so that neighbours
     (k, k+1) meet often; every such pair of 100..999 lies inside one window, val and test are seed

@@ -21,7 +21,14 @@ import torch
 
 from t5lab.config import ExperimentConfig
 from t5lab.errors import T5LabError
-from t5lab.formulation import IGNORE, classification_loss, decoding_matches, lm_logits_labels, token_loss
+from t5lab.formulation import (
+    IGNORE,
+    classification_loss,
+    decoded_text,
+    decoding_matches,
+    lm_logits_labels,
+    token_loss,
+)
 from t5lab.train.timing import phase
 
 
@@ -380,16 +387,7 @@ class T5LabModule(pl.LightningModule):
             self._samples.append((examples[i].source, examples[i].reference, pred))
 
     def _decode(self, ids: list[int]) -> str:
-        tok = self.tokenizer
-        out = []
-        for t in ids:
-            if t == tok.eos_token_id:
-                break
-            if t != tok.pad_token_id:
-                out.append(t)
-        if self.cfg.data.reverse_target:  # written backwards: shown in the task's own order
-            out.reverse()
-        return tok.decode(out)
+        return decoded_text(self.tokenizer, ids, self.cfg.data.reverse_target)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")
