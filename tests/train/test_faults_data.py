@@ -190,3 +190,55 @@ def test_non_contiguous_labels_get_a_warning_with_the_mapping(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("warning: classification labels [0, 1, 7] are not contiguous") == 1
     assert "the model gets 8 outputs and 5 never occur" in out and "(0->0, 1->1, 7->2)" in out
+
+
+# -- a learned position table too small for the run ----------------------------------------------------
+
+# copy of 2-4 symbols (data.max_length 8): prompt <= 5 tokens, target <= 5 (eos included)
+POSITION_TABLES = [
+    # decoder_only, one count over prompt and target: the longest `input </s> target </s>`, 10 tokens
+    ("decoder_only", {"position_encoding": "absolute"}, 10),
+    # restarted target positions: the prompt 0..4, the target 1..5
+    ("decoder_only", {"prefix_lm": True, "position_encoding": "absolute", "target_positions": "restart"}, 6),
+    # pseudo_dec: each side alone, 5 tokens
+    ("pseudo_dec", {}, 5),
+]
+
+
+@pytest.mark.parametrize(("variant", "options", "needed"), POSITION_TABLES)
+def test_a_position_table_too_small_is_one_line_before_any_run_dir(tmp_path, capsys, variant, options, needed):
+    short = tiny(name="pos", model={"variant": variant, "options": {**options, "max_position_embeddings": needed - 1}})
+    assert main(["train", write(tmp_path, short), "--out", str(tmp_path / "runs"), "--no-progress"]) == 2
+    line = one_error_line(capsys)
+    assert f"max_position_embeddings={needed - 1}" in line and f"at least {needed}" in line
+    assert not (tmp_path / "runs").exists()  # nothing written
+    fits = tiny(name="pos", model={"variant": variant, "options": {**options, "max_position_embeddings": needed}},
+                train={"max_steps": 2})
+    assert main(["train", write(tmp_path, fits), "--out", str(tmp_path / "runs"), "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize(("variant", "options", "needed"), POSITION_TABLES)
+def test_the_position_check_is_tight(tmp_path, monkeypatch, variant, options, needed):
+    """Without the check, one row fewer than it asks for fails inside the model: it asks for no more
+    than the run uses."""
+    from t5lab.train import run
+
+    monkeypatch.setattr(run, "check_position_table", lambda *args: None)
+    short = tiny(name="pos", model={"variant": variant, "options": {**options, "max_position_embeddings": needed - 1}},
+                 train={"max_steps": 2})
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        run.train(short, out=tmp_path / "runs", progress=False)
+
+
+def test_positions_needed_closed_form():
+    from t5lab.formulation import Example
+    from t5lab.train.run import positions_needed
+
+    # prompts of 3 and 6 tokens, targets of 5 and 2 (eos included)
+    rows = {"train": [Example([0] * 8, [], prompt=[0] * 3, target=[0] * 5),
+                      Example([0] * 8, [], prompt=[0] * 6, target=[0] * 2)]}
+    assert positions_needed("seq2seq", rows, None, False) == 6
+    assert positions_needed("seq2seq", rows, 9, False) == 9  # decoding may write 9 tokens
+    assert positions_needed("prefix_lm", rows, None, True) == 6  # max(6, 5 + 1)
+    assert positions_needed("prefix_lm", rows, None, False) == 10  # 6 + 5 - 1 fed back when decoding
+    assert positions_needed("causal_lm", rows, 2, False) == 8  # the longest training sequence

@@ -231,7 +231,57 @@ def build_pieces(cfg: ExperimentConfig, tokenizer: Any = None) -> Pieces:
         if isinstance(err, T5LabError):
             raise
         raise ConfigError(f"model section: {str(err).splitlines()[0]}") from err
+    check_position_table(cfg, model, formulation.kind, dm.examples)
     return Pieces(cfg, task, splits, tokenizer, formulation, dm, model)
+
+
+def position_rows(config: Any) -> int | None:
+    """Rows of a model's learned position table (None: it has none, e.g. T5's relative bias)."""
+    if getattr(config, "model_type", None) == "gpt2":
+        return config.n_positions
+    if getattr(config, "model_type", "").startswith("t5_pseudo_dec"):
+        return None if config.position_blind else config.max_position_embeddings
+    if getattr(config, "position_encoding", None) == "absolute":
+        return config.max_position_embeddings
+    return None
+
+
+def positions_needed(kind: str, examples: dict[str, list[Any]], max_new_tokens: int | None, restart: bool) -> int:
+    """Table rows a run needs: the most positions one sequence takes in training or in greedy decoding.
+
+    Greedy decoding writes up to ``max_new_tokens`` (default: the longest target), feeding back all
+    but the last. Seq2seq counts each side alone; a decoder-only sequence is its prompt and then
+    its target (or what decoding feeds back), unless its target positions restart (``restart``,
+    ``digits``: the target counts 1, 2, ... after the prompt's 0 .. P-1). Packed rows count each
+    segment alone, so they need no more.
+    """
+    rows = [e for split in examples.values() for e in split]
+    if not rows or kind == "classification":
+        return max((len(e.input_ids) for e in rows), default=0)
+    prompt = max(len(e.prompt) for e in rows)
+    target = max(len(e.target) for e in rows)
+    new = max_new_tokens or target
+    if kind == "seq2seq":
+        return max(prompt, target, new)
+    if restart:
+        return max(prompt, target + 1, new)
+    return max(max(len(e.input_ids) for e in rows), prompt + new - 1)
+
+
+def check_position_table(cfg: ExperimentConfig, model: Any, kind: str, examples: dict[str, list[Any]]) -> None:
+    """A learned position table too small for this run's sequences is a config error before any run dir."""
+    rows = position_rows(model.config)
+    if rows is None:
+        return
+    restart = getattr(model.config, "target_positions", "continue") != "continue"
+    needed = positions_needed(kind, examples, cfg.train.max_new_tokens, restart)
+    if needed > rows:
+        raise ConfigError(
+            f"config key model.options.max_position_embeddings={rows}: the model's position table has {rows} rows "
+            f"but this run's sequences take up to {needed} positions (data.max_length {cfg.data.max_length}, in "
+            f"training or decoding); set it to at least {needed}, leave it out (it then covers the run) or lower "
+            "data.max_length"
+        )
 
 
 def check_init_from(cfg: ExperimentConfig, vocab_size: int) -> None:
