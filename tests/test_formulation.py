@@ -82,7 +82,9 @@ def test_truncation_keeps_eos(tok):
 def test_reverse_target_writes_the_target_backwards_and_keeps_the_reference(tok, kind):
     eos = tok.eos_token_id
     plain = Formulation(kind, tok, max_length=16).encode(Pair("abc", "hij"))
-    e = Formulation(kind, tok, max_length=16, reverse_target=True).encode(Pair("abc", "hij"))
+    backwards = Formulation(kind, tok, max_length=16, reverse_target=True)
+    e = backwards.encode(Pair("abc", "hij"))
+    assert backwards.decode(e.target) == "hij"
     assert e.target == ids(tok, "jih") + [eos]  # eos stays last
     assert e.prompt == plain.prompt and e.reference == "hij" and e.source == "abc"
     assert e.labels[-4:] == ids(tok, "jih") + [eos]

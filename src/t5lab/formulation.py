@@ -322,14 +322,8 @@ class Formulation:
         return out
 
     def decode(self, ids: list[int]) -> str:
-        """Token ids -> text, stopping at eos and dropping pads."""
-        out = []
-        for t in ids:
-            if t == self.eos_id:
-                break
-            if t != self.pad_id:
-                out.append(t)
-        return self.tokenizer.decode(out)
+        """Token ids -> text, stopping at eos and dropping pads (turned back with ``reverse_target``)."""
+        return decoded_text(self.tokenizer, ids, self.reverse_target, eos=self.eos_id, pad=self.pad_id)
 
 
 def _pad(seqs: list[list[Any]], value: Any, width: int | None = None) -> torch.Tensor:
@@ -396,19 +390,24 @@ def decoding_matches(pred: list[list[int]], target: list[list[int]], eos: int) -
     return exact, matches, total
 
 
-def decoded_text(tokenizer: Any, ids: list[int], reverse_target: bool = False) -> str:
+def decoded_text(
+    tokenizer: Any, ids: list[int], reverse_target: bool = False, eos: int | None = None, pad: int | None = None
+) -> str:
     """The text of a greedy decoding: up to its eos, padding dropped, in the task's own order.
 
     Args:
-        tokenizer: The run's tokenizer (its ``eos_token_id`` and ``pad_token_id``).
+        tokenizer: The run's tokenizer.
         ids: Generated token ids.
         reverse_target: The model writes targets backwards (``data.reverse_target``): turn them back.
+        eos, pad: Token ids; default the tokenizer's.
     """
+    eos = tokenizer.eos_token_id if eos is None else eos
+    pad = tokenizer.pad_token_id if pad is None else pad
     out = []
     for t in ids:
-        if t == tokenizer.eos_token_id:
+        if t == eos:
             break
-        if t != tokenizer.pad_token_id:
+        if t != pad:
             out.append(t)
     return tokenizer.decode(out[::-1] if reverse_target else out)
 
