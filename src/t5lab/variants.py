@@ -75,13 +75,18 @@ class BuildInfo:
 
 
 def _digit_ids(tokenizer: Any) -> tuple[int, ...] | None:
-    """The ids of the digits 0-9 when the tokenizer gives each digit a token of its own."""
-    ids = [list(tokenizer(d, add_special_tokens=False)["input_ids"]) for d in "0123456789"]
-    if any(len(i) != 1 for i in ids) or len({i[0] for i in ids}) != 10:
+    """The ids of the digits 0-9 when the tokenizer gives each digit a token of its own, the same
+    one alone and inside a number (a word tokenizer's word-start mark makes them differ)."""
+    alone = [list(tokenizer(d, add_special_tokens=False)["input_ids"]) for d in "0123456789"]
+    if any(len(i) != 1 for i in alone) or len({i[0] for i in alone}) != 10:
         return None
-    if any(i[0] == tokenizer.unk_token_id for i in ids if tokenizer.unk_token_id is not None):
+    ids = tuple(i[0] for i in alone)
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
         return None
-    return tuple(i[0] for i in ids)
+    for number in ("0123456789", "9876543210"):
+        if list(tokenizer(number, add_special_tokens=False)["input_ids"]) != [ids[int(c)] for c in number]:
+            return None
+    return ids
 
 
 Builder = Callable[[Any, BuildInfo], Any]

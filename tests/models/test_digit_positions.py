@@ -266,3 +266,6 @@ def test_harness_fills_in_the_digit_ids_of_the_tokenizer():
         get_variant("decoder_only").build(cfg, BuildInfo(vocab_size=len(tok)))
     assert "\n" not in str(info.value)
     assert _digit_ids(build_tokenizer("char", alphabet="abc")) is None  # no digits: unknown tokens
+    # word tokens: a digit alone carries the word-start mark, inside a number it does not
+    words = build_tokenizer("word", texts=["1 2 3 4 5 6 7 8 9 0 12+34"] * 2)
+    assert len(words("7", add_special_tokens=False)["input_ids"]) == 1 and _digit_ids(words) is None
