@@ -524,6 +524,10 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
             )
         if prefix_mask is None:
             raise ValueError("target_positions='digits' counts the prefix apart: pass prefix_mask (1 on the input part)")
+        return self._number_digits(input_ids, prefix_mask, attention_mask)
+
+    def _number_digits(self, input_ids, prefix_mask, attention_mask) -> torch.Tensor:
+        """:func:`digit_position_ids` of a whole sequence with this config's digit ids."""
         padding = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
         digits = torch.tensor(self.config.digit_token_ids, device=input_ids.device)
         return digit_position_ids(input_ids, prefix_mask, digits, padding)
@@ -715,10 +719,7 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
         new_ids = model_inputs.get("input_ids")
         if self.config.target_positions == "digits" and prefix_mask is not None and new_ids is not None:
             # a number is counted from its end: only the whole sequence numbers the new tokens
-            attention_mask = kwargs.get("attention_mask")
-            padding = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
-            digits = torch.tensor(self.config.digit_token_ids, device=input_ids.device)
-            positions = digit_position_ids(input_ids, prefix_mask, digits, padding)
+            positions = self._number_digits(input_ids, prefix_mask, kwargs.get("attention_mask"))
             model_inputs["position_ids"] = positions[:, -new_ids.shape[1] :]
         return model_inputs
 
