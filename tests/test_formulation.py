@@ -96,6 +96,39 @@ def test_reverse_target_writes_the_target_backwards_and_keeps_the_reference(tok,
     assert decoded_text(tok, [0] + ids(tok, "jih") + [eos]) == "jih"
 
 
+@pytest.mark.parametrize("kind", ["seq2seq", "prefix_lm", "causal_lm"])
+def test_echo_input_writes_each_input_token_before_its_target_token(tok, kind):
+    eos = tok.eos_token_id
+    plain = Formulation(kind, tok, max_length=16).encode(Pair("abc", "hij"))
+    echo = Formulation(kind, tok, max_length=16, echo_input=True)
+    e = echo.encode(Pair("abc", "hij"))
+    a, b, c, h, i, j = (ids(tok, x)[0] for x in "abchij")
+    assert e.target == [a, h, b, i, c, j, eos]  # s0 v0 s1 v1 s2 v2 </s>
+    assert e.prompt == plain.prompt and e.reference == "hij" and e.source == "abc"
+    assert e.labels[-7:] == e.target
+    # scored and shown on the target tokens only
+    assert echo.decode(e.target) == "hij"
+    assert decoding_matches([e.target], [e.target], eos, echo_input=True)[0] == 1
+    wrong_echo = [a, h, a, i, a, j, eos]  # the outputs right, the echoed inputs wrong: still exact
+    assert decoding_matches([wrong_echo], [e.target], eos, echo_input=True) == (1, 4, 4)
+    assert decoding_matches([wrong_echo], [e.target], eos) == (0, 5, 7)  # without the flag: every token
+    wrong_value = [a, h, b, h, c, j, eos]
+    assert decoding_matches([wrong_value], [e.target], eos, echo_input=True) == (0, 3, 4)
+    assert decoding_matches([[a, h, b, i]], [e.target], eos, echo_input=True) == (0, 2, 4)  # stopped early
+    assert decoded_text(tok, [a, h, b, i, eos, 0, c], echo_input=True) == "hi"
+
+
+def test_echo_input_needs_one_target_token_per_input_token(tok):
+    from t5lab.errors import ConfigError
+
+    f = Formulation("seq2seq", tok, max_length=16, echo_input=True)
+    with pytest.raises(ConfigError, match=r"record 7 has 3 input and 2 target tokens") as err:
+        f.encode(Pair("abc", "hi"), index=7)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"record 1 has 2 input and 3 target tokens"):
+        f.encode_all([Pair("ab", "hi"), Pair("ab", "hij")])
+
+
 def test_classification_labels(tok):
     single = Formulation("classification", tok, max_length=8, num_labels=3, problem_type="single_label_classification")
     b = single.collate(single.encode_all([Labelled("abc", 2), Labelled("de", 0)]))

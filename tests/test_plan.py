@@ -139,3 +139,20 @@ def test_reverse_target_on_a_classification_task_is_a_one_line_error():
         resolve(cfg)
     assert "\n" not in str(err.value)
     assert resolve(validate(tiny(data={"reverse_target": True}))).kind == "seq2seq"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"model": {"variant": "enct5"}, "data": {"task": "parity", "options": {}}}, "the 'parity' task has labels"),
+        ({"data": {"task": "botchan", "options": {}}}, "the text task 'botchan' has no input tokens to pair"),
+        ({"data": {"reverse_target": True}}, "it pairs input token j with target token j, which data.reverse_target=true moves"),
+    ],
+)
+def test_echo_input_where_it_cannot_pair_tokens_is_a_one_line_error(overrides, says):
+    data = {**overrides.get("data", {}), "echo_input": True}
+    cfg = validate(tiny(**{**overrides, "data": data}))
+    with pytest.raises(ConfigError, match=rf"data.echo_input=true: {says}") as err:
+        resolve(cfg)
+    assert "\n" not in str(err.value) and str(err.value).endswith("set data.echo_input=false")
+    assert resolve(validate(tiny(data={"echo_input": True}))).kind == "seq2seq"

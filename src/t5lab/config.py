@@ -141,6 +141,9 @@ class DataConfig(Section):
     # the model writes each target token sequence backwards (a sum least significant digit first,
     # Lee et al. 2023); decodings are scored against the reversed reference and shown turned back
     reverse_target: bool = False
+    # the model writes each input token before its target token (s0 v0 s1 v1 ...: a scratchpad for
+    # tasks with one target token per input token); decodings are scored on the target tokens only
+    echo_input: bool = False
     # span corruption (T5 paper, section 3.1.4): fraction of tokens masked, mean span length
     noise_density: float = 0.15
     mean_noise_span_length: float = 3.0

@@ -75,6 +75,11 @@ class Formulation:
             the model learns to write them so, and greedy decodings are compared with the reversed
             reference (exact match is unchanged by the reversal); ``Example.reference`` keeps the
             task's own target text.
+        echo_input: The model writes each input token before its target token (``s0 v0 s1 v1 ...``
+            then eos), a scratchpad for tasks with one target token per input token (histogram):
+            the token that predicts ``v_j`` is then ``s_j`` itself. Decodings are scored on the
+            target tokens only (every second one); a record whose input and target differ in
+            length is a ``ConfigError``.
     """
 
     def __init__(
@@ -91,6 +96,7 @@ class Formulation:
         num_labels: int = 2,
         problem_type: str | None = None,
         reverse_target: bool = False,
+        echo_input: bool = False,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"formulation kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -105,6 +111,7 @@ class Formulation:
         self.num_labels = num_labels
         self.problem_type = problem_type
         self.reverse_target = reverse_target
+        self.echo_input = echo_input
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 1
         from t5lab.tokenizers import CharEncoder
@@ -127,6 +134,7 @@ class Formulation:
             num_labels=plan.num_labels,
             problem_type=plan.problem_type,
             reverse_target=data.reverse_target,
+            echo_input=data.echo_input,
         )
 
     @classmethod
@@ -208,6 +216,8 @@ class Formulation:
         else:
             src, tgt = ids if ids is not None else (self._ids(record.input), self._ids(record.target))
             source, reference = record.input, record.target
+        if self.echo_input:
+            tgt = echoed(src, tgt, index)
         target = (tgt[::-1] if self.reverse_target else tgt) + [eos]
         if self.kind == "seq2seq":
             enc = src + [eos]
@@ -323,7 +333,9 @@ class Formulation:
 
     def decode(self, ids: list[int]) -> str:
         """Token ids -> text, stopping at eos and dropping pads (turned back with ``reverse_target``)."""
-        return decoded_text(self.tokenizer, ids, self.reverse_target, eos=self.eos_id, pad=self.pad_id)
+        return decoded_text(
+            self.tokenizer, ids, self.reverse_target, eos=self.eos_id, pad=self.pad_id, echo_input=self.echo_input
+        )
 
 
 def _pad(seqs: list[list[Any]], value: Any, width: int | None = None) -> torch.Tensor:
@@ -367,13 +379,17 @@ def token_loss(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> tuple[t
     return loss_sum, valid.sum(), correct
 
 
-def decoding_matches(pred: list[list[int]], target: list[list[int]], eos: int) -> tuple[int, int, int]:
+def decoding_matches(
+    pred: list[list[int]], target: list[list[int]], eos: int, echo_input: bool = False
+) -> tuple[int, int, int]:
     """How greedy decodings compare with their references: exact rows, matched tokens, reference tokens.
 
     Args:
         pred: Decoded token ids per row; a row ends at its first ``eos`` (kept), the rest is padding.
         target: Reference ids per row, ``eos`` included, ``-100`` padded.
         eos: The eos token id.
+        echo_input: Rows write each input token before its target token (``data.echo_input``):
+            both sides are compared on their target tokens (every second one before eos) and eos.
 
     Returns:
         ``(exact, matches, total)``: rows whose decoding equals the reference up to and including
@@ -384,14 +400,40 @@ def decoding_matches(pred: list[list[int]], target: list[list[int]], eos: int) -
     for p, t in zip(pred, target):
         ref = [x for x in t if x != IGNORE]
         hyp = p[: p.index(eos) + 1] if eos in p else p
+        if echo_input:
+            ref, hyp = _outputs_only(ref, eos), _outputs_only(hyp, eos)
         exact += hyp == ref
         matches += sum(a == b for a, b in zip(hyp, ref))
         total += len(ref)
     return exact, matches, total
 
 
+def _outputs_only(row: list[int], eos: int) -> list[int]:
+    """An echoed row's target tokens (every second token before eos), then its eos if it has one."""
+    body = row[: row.index(eos)] if eos in row else row
+    return body[1::2] + ([eos] if eos in row else [])
+
+
+def echoed(src: list[int], tgt: list[int], index: int = 0) -> list[int]:
+    """``data.echo_input``: input token ``j`` written before target token ``j`` (``s0 v0 s1 v1 ...``)."""
+    if len(src) != len(tgt):
+        from t5lab.errors import ConfigError
+
+        raise ConfigError(
+            f"data.echo_input pairs input token j with target token j, but record {index} has {len(src)} input "
+            f"and {len(tgt)} target tokens; use a task and tokenizer with one target token per input token "
+            "(tokenizer.kind=word covers the values) or set data.echo_input=false"
+        )
+    return [t for pair in zip(src, tgt) for t in pair]
+
+
 def decoded_text(
-    tokenizer: Any, ids: list[int], reverse_target: bool = False, eos: int | None = None, pad: int | None = None
+    tokenizer: Any,
+    ids: list[int],
+    reverse_target: bool = False,
+    eos: int | None = None,
+    pad: int | None = None,
+    echo_input: bool = False,
 ) -> str:
     """The text of a greedy decoding: up to its eos, padding dropped, in the task's own order.
 
@@ -400,6 +442,8 @@ def decoded_text(
         ids: Generated token ids.
         reverse_target: The model writes targets backwards (``data.reverse_target``): turn them back.
         eos, pad: Token ids; default the tokenizer's.
+        echo_input: The model writes each input token before its target token (``data.echo_input``):
+            keep the target tokens, every second one.
     """
     eos = tokenizer.eos_token_id if eos is None else eos
     pad = tokenizer.pad_token_id if pad is None else pad
@@ -409,7 +453,8 @@ def decoded_text(
             break
         if t != pad:
             out.append(t)
-    return tokenizer.decode(out[::-1] if reverse_target else out)
+    out = out[::-1] if reverse_target else out
+    return tokenizer.decode(out[1::2] if echo_input else out)
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

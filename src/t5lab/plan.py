@@ -169,7 +169,17 @@ def formulation_kind(variant: Variant, cfg: ExperimentConfig, task: Task) -> tup
                 f"config key data.reverse_target=true: the {cfg.data.task!r} task has labels, not token "
                 "sequences to reverse; set data.reverse_target=false"
             )
+        if cfg.data.echo_input:
+            raise ConfigError(
+                f"config key data.echo_input=true: the {cfg.data.task!r} task has labels, not one target "
+                "token per input token; set data.echo_input=false"
+            )
         return "classification", None
+    if cfg.data.echo_input and (kind == "text" or cfg.data.reverse_target):
+        what = f"the text task {cfg.data.task!r} has no input tokens to pair" if kind == "text" else (
+            "it pairs input token j with target token j, which data.reverse_target=true moves"
+        )
+        raise ConfigError(f"config key data.echo_input=true: {what}; set data.echo_input=false")
     if kind == "text":
         if objective is None:
             objective = "span_corruption" if model_obj == "seq2seq" else model_obj

@@ -1,4 +1,4 @@
-"""decoder_only ``target_positions="restart"``: a prefix LM that numbers its target from 1 again.
+"""decoder_only ``target_positions="restart"`` / ``"pairs"``: a prefix LM that numbers its target again.
 
 References: hand-computed position ids; the model against the same weights run with those
 positions and the segment embedding added by hand (the option's definition); perturbation
@@ -22,6 +22,7 @@ VOCAB = 40
 TINY = dict(vocab_size=VOCAB, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=2, dropout_rate=0.0,
             pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, max_position_embeddings=32, prefix_lm=True)
 ENCODINGS = ["absolute", "sinusoidal", "rotary"]
+MODES = ["restart", "pairs"]  # "pairs": a target position every second target token
 
 
 def build(encoding: str = "absolute", mode: str = "restart", seed: int = 0) -> T5DecoderOnlyForCausalLM:
@@ -55,6 +56,20 @@ def test_restart_positions_hand_computed():
     assert restart_position_ids(torch.tensor([[1, 0, 0]])).tolist() == [[0, 1, 2]]
 
 
+def test_pairs_positions_hand_computed():
+    """``per=2``: ``s0 v0 s1 v1`` after a 3-token prefix get 0 1 1 2: the token predicting an output
+    for input j (``s_j`` predicting ``v_j``, ``v_{j-1}`` predicting ``s_j``) carries j."""
+    prefix = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0, 0]])
+    real = torch.tensor([[1] * 7, [0] + [1] * 6])  # row 1 left-padded by one
+    assert restart_position_ids(prefix, real, per=2).tolist() == [[0, 1, 2, 0, 1, 1, 2], [0, 0, 1, 0, 1, 1, 2]]
+    assert restart_position_ids(prefix, real, length=2, past=5, per=2).tolist() == [[1, 2], [1, 2]]
+    segments = torch.tensor([[1, 1, 1, 1, 2, 2, 2, 2, 2]])
+    packed = torch.tensor([[1, 0, 0, 0, 1, 1, 0, 0, 0]])
+    assert restart_position_ids(packed, None, segments, per=2).tolist() == [[0, 0, 1, 1, 0, 1, 0, 1, 1]]
+    with pytest.raises(ValueError, match="per=0"):
+        restart_position_ids(prefix, real, per=0)
+
+
 def test_restart_positions_restart_in_each_packed_segment():
     segments = torch.tensor([[1, 1, 1, 1, 2, 2, 2, 0]])
     prefix = torch.tensor([[1, 1, 0, 0, 1, 0, 0, 0]])
@@ -86,6 +101,25 @@ def test_forward_is_the_stack_with_restarted_positions_and_segments(encoding):
     assert not torch.allclose(continued, logits, atol=1e-4)
 
 
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_pairs_forward_is_the_stack_with_paired_positions_and_segments(encoding):
+    model = build(encoding, "pairs")
+    ids = tokens(2, 8)
+    prefix = prefix_of(ids, 3)
+    positions = torch.tensor([[0, 1, 2, 0, 1, 1, 2, 2]] * 2)  # target tokens 1 2 3 4 5 -> 0 1 1 2 2
+    with torch.no_grad():
+        logits = model(input_ids=ids, prefix_mask=prefix).logits
+        embeds = model.shared(ids) + model.segment_embeddings(1 - prefix)
+        plain = build(encoding, mode="continue")
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("segment")})
+        reference = plain(inputs_embeds=embeds, prefix_mask=prefix, position_ids=positions).logits
+        restarted = build(encoding, "restart")
+        restarted.load_state_dict(model.state_dict())
+        other = restarted(input_ids=ids, prefix_mask=prefix).logits
+    torch.testing.assert_close(logits, reference, **TOL)
+    assert not torch.allclose(other[:, 4:], logits[:, 4:], atol=1e-4)  # the pairing matters
+
+
 def test_input_j_and_target_j_share_a_position_but_not_a_segment():
     model = build("absolute")
     ids = torch.tensor([[5, 6, 1, 6, 5]])  # `5 6 </s>` then the target `6 5`
@@ -109,9 +143,10 @@ def test_input_j_and_target_j_share_a_position_but_not_a_segment():
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_future_tokens_do_not_change_the_past(encoding):
-    model = build(encoding)
+def test_future_tokens_do_not_change_the_past(encoding, mode):
+    model = build(encoding, mode)
     ids = tokens(2, 8)
     changed = ids.clone()
     changed[:, 5:] = tokens(2, 3, seed=7)
@@ -123,9 +158,10 @@ def test_future_tokens_do_not_change_the_past(encoding):
     assert not torch.allclose(after[:, 5], before[:, 5], atol=1e-4)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_cached_steps_equal_full_forward(encoding):
-    model = build(encoding)
+def test_cached_steps_equal_full_forward(encoding, mode):
+    model = build(encoding, mode)
     ids = tokens(2, 8)
     mask = torch.ones_like(ids)
     mask[0, :2] = 0  # left padding: the restart counts real tokens only
@@ -143,9 +179,10 @@ def test_cached_steps_equal_full_forward(encoding):
     torch.testing.assert_close(torch.cat(steps, 1)[real], full[real], **TOL)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_generate_cached_equals_uncached_and_left_padding_equals_one_by_one(encoding):
-    model = build(encoding)
+def test_generate_cached_equals_uncached_and_left_padding_equals_one_by_one(encoding, mode):
+    model = build(encoding, mode)
     rows = [tokens(1, 5, seed=4), tokens(1, 3, seed=5)]
     ids = torch.zeros(2, 5, dtype=torch.long)
     mask = torch.zeros(2, 5, dtype=torch.long)
@@ -160,10 +197,11 @@ def test_generate_cached_equals_uncached_and_left_padding_equals_one_by_one(enco
         assert torch.equal(cached[r, 5:], alone[0, row.shape[1]:])
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_generate_is_the_greedy_continuation_of_the_full_forward(encoding):
+def test_generate_is_the_greedy_continuation_of_the_full_forward(encoding, mode):
     """generate() must number the new tokens as a full forward over prompt + continuation does."""
-    model = build(encoding)
+    model = build(encoding, mode)
     prompt = torch.tensor([[0, 5, 6, 7, 1], [8, 9, 10, 11, 1]])  # row 0 left-padded
     mask = (prompt != 0).long()
     gen = model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=5, do_sample=False,
@@ -178,9 +216,10 @@ def test_generate_is_the_greedy_continuation_of_the_full_forward(encoding):
     torch.testing.assert_close(torch.stack(gen.logits, 1), logits[:, 4:-1], **TOL)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_packed_row_equals_segments_alone(encoding):
-    model = build(encoding)
+def test_packed_row_equals_segments_alone(encoding, mode):
+    model = build(encoding, mode)
     first, second = tokens(1, 5, seed=4), tokens(1, 3, seed=5)
     ids = torch.cat([first, second, torch.zeros(1, 1, dtype=torch.long)], 1)  # (1, 9), one pad
     segments = torch.tensor([[1] * 5 + [2] * 3 + [0]])

@@ -367,7 +367,7 @@ def validate_plain(model: Any, cfg: Any, data: Data, device: str) -> dict[str, f
             out = model.generate(**prompts, max_new_tokens=t.max_new_tokens or target.shape[1], do_sample=False,
                                  num_beams=1, use_cache=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
             pred = new_tokens(out, prompts["input_ids"].shape[1])
-            e, h, r = decoding_matches(pred.tolist(), target.tolist(), tok.eos_token_id)
+            e, h, r = decoding_matches(pred.tolist(), target.tolist(), tok.eos_token_id, form.echo_input)
             exact, hits, ref_tokens, count = exact + e, hits + h, ref_tokens + r, count + float(target.shape[0])
     model.train()
     f32 = lambda x: float(torch.tensor(x, dtype=torch.float32))  # noqa: E731

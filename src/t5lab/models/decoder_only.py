@@ -94,7 +94,9 @@ class T5DecoderOnlyConfig(T5Config):
         target_positions: ``"continue"`` (default: one count over input and target) or
             ``"restart"`` (a prefix LM with absolute, sinusoidal or rotary positions numbers its target
             from 1 again, as T5's decoder does, and adds a learned input/target segment embedding
-            so the two counts stay apart; :func:`t5lab.models.positions.restart_position_ids`), or
+            so the two counts stay apart; :func:`t5lab.models.positions.restart_position_ids`),
+            ``"pairs"`` (the same, a target position every second target token: for a target that
+            writes each input token before its output, ``data.echo_input``), or
             ``"digits"`` (abacus-style, McLeish et al. 2024: every digit is numbered by its
             significance in its number, every other token 0, with the same segment embedding;
             the target is taken to be written least significant digit first, as
@@ -199,7 +201,9 @@ class T5PrefixLMSelfAttention(T5Attention):
         return torch.where(relative[None, None] > 0, forward, values)
 
 
-TARGET_POSITIONS = ("continue", "restart", "digits")
+TARGET_POSITIONS = ("continue", "restart", "pairs", "digits")
+# the modes that count the target apart from the input (and add the input/target segment embedding)
+RESTARTED = ("restart", "pairs", "digits")
 
 
 def _check_target_positions(config: T5DecoderOnlyConfig) -> None:
@@ -328,7 +332,7 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
         self.decoder = _decoder_only_stack(config, self.shared)
         self.lm_head = TiedLMHead(config.d_model, config.vocab_size, bias=False)
         # input (0) / target (1): with restarted positions, input j and target j share a position
-        restart = getattr(config, "target_positions", "continue") in ("restart", "digits")
+        restart = getattr(config, "target_positions", "continue") in RESTARTED
         self.segment_embeddings = nn.Embedding(2, config.d_model) if restart else None
         self.load_report: LoadReport | None = None
         self.post_init()
@@ -552,7 +556,8 @@ class T5DecoderOnlyForCausalLM(T5CorePreTrainedModel, GenerationMixin):
         is_target = (1 - prefix_mask.long().index_select(-1, index)).clamp(0, 1)  # (B, T)
         inputs_embeds = inputs_embeds + self.segment_embeddings(is_target).to(inputs_embeds.dtype)
         if position_ids is None:
-            position_ids = restart_position_ids(prefix_mask, padding, segment_ids, length, past)
+            per = 2 if self.config.target_positions == "pairs" else 1
+            position_ids = restart_position_ids(prefix_mask, padding, segment_ids, length, past, per=per)
         return inputs_embeds, position_ids
 
     def _prefix_mask_4d(

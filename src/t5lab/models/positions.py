@@ -19,7 +19,7 @@
 Position ids are 0-based token positions ``(B, T)``: :func:`position_ids_from_mask` derives them
 from a padding mask (so a left-padded row is positioned as it would be alone), packed rows use
 :func:`t5lab.models.masks.segment_positions`; a prefix LM with ``target_positions="restart"`` counts
-its target from 1 again (:func:`restart_position_ids`), and with ``target_positions="digits"`` every
+its target from 1 again (:func:`restart_position_ids`; ``"pairs"`` every second target token), and with ``target_positions="digits"`` every
 digit is numbered by its significance in its number (:func:`digit_position_ids`). Cross-attention
 carries no positions, as in T5.
 """
@@ -140,6 +140,7 @@ def restart_position_ids(
     segment_ids: torch.Tensor | None = None,
     length: int | None = None,
     past: int | torch.Tensor = 0,
+    per: int = 1,
 ) -> torch.Tensor:
     """Positions that restart at the target of a prefix LM, as T5's two stacks count them.
 
@@ -150,16 +151,24 @@ def restart_position_ids(
     the target position that predicts output ``j`` then share one number, as the encoder's and the
     decoder's positions do in an encoder-decoder. Padding (``attention_mask == 0``) gets 0.
 
+    With ``per=2`` a target position advances every second target token (``target_positions="pairs"``):
+    a target that writes each input token before its output (``data.echo_input``: ``s0 v0 s1 v1 ...``)
+    gives ``s_j`` position ``j`` and ``v_j`` position ``j + 1``: each token that predicts an output
+    for input ``j`` (``v_{j-1}`` predicting ``s_j``, ``s_j`` predicting ``v_j``) carries ``j``.
+
     Args:
         prefix_mask: ``(B, K)`` 1 on the prefix, over the cached and the new tokens.
         attention_mask: ``(B, K)`` 1 on real tokens, or None (every token is real).
         segment_ids: ``(B, K)`` packed segments: counts restart in each segment.
         length: How many new tokens (the last ``length`` of the ``K`` after ``past``); None: all.
         past: Cached tokens before them.
+        per: Target tokens per target position (1: each its own).
 
     Returns:
         ``(B, length)`` long positions.
     """
+    if per < 1:
+        raise ValueError(f"per={per!r}: give the number of target tokens per position, an integer >= 1")
     prefix = prefix_mask.long()
     real = attention_mask.long() if attention_mask is not None else torch.ones_like(prefix)
     in_prefix = prefix * real
@@ -167,7 +176,7 @@ def restart_position_ids(
     positions = torch.where(
         in_prefix.bool(),
         _segment_cumsum(in_prefix, segment_ids) - 1,
-        _segment_cumsum(in_target, segment_ids),
+        _segment_cumsum(in_target, segment_ids) // per,
     )
     positions = positions * real  # padding: 0
     if length is None:

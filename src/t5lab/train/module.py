@@ -320,7 +320,9 @@ class T5LabModule(pl.LightningModule):
                 prompts = {k: v[decode] for k, v in batch["prompts"].items()}
                 with phase("decoding"):
                     pred = self._generate(prompts, target.shape[1])  # (B', <=L)
-                exact, hits, ref_tokens = decoding_matches(pred.tolist(), target.tolist(), self.tokenizer.eos_token_id)
+                exact, hits, ref_tokens = decoding_matches(
+                    pred.tolist(), target.tolist(), self.tokenizer.eos_token_id, self.cfg.data.echo_input
+                )
                 for key, value in (("exact", exact), ("decoded_hits", hits), ("decoded_tokens", ref_tokens)):
                     terms[key] = torch.tensor(float(value), device=target.device)
                 terms["count"] = torch.tensor(float(target.shape[0]), device=target.device)
@@ -387,7 +389,7 @@ class T5LabModule(pl.LightningModule):
             self._samples.append((examples[i].source, examples[i].reference, pred))
 
     def _decode(self, ids: list[int]) -> str:
-        return decoded_text(self.tokenizer, ids, self.cfg.data.reverse_target)
+        return decoded_text(self.tokenizer, ids, self.cfg.data.reverse_target, echo_input=self.cfg.data.echo_input)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")
