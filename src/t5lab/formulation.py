@@ -422,7 +422,8 @@ def echoed(src: list[int], tgt: list[int], index: int = 0) -> list[int]:
         raise ConfigError(
             f"data.echo_input pairs input token j with target token j, but record {index} has {len(src)} input "
             f"and {len(tgt)} target tokens; use a task and tokenizer with one target token per input token "
-            "(tokenizer.kind=word covers the values) or set data.echo_input=false"
+            "(tokenizer.kind=word with min_frequency 2 gives each value seen twice its own token) or set "
+            "data.echo_input=false"
         )
     return [t for pair in zip(src, tgt) for t in pair]
 

@@ -242,3 +242,16 @@ def test_positions_needed_closed_form():
     assert positions_needed("prefix_lm", rows, None, True) == 6  # max(6, 5 + 1)
     assert positions_needed("prefix_lm", rows, None, False) == 10  # 6 + 5 - 1 fed back when decoding
     assert positions_needed("causal_lm", rows, 2, False) == 8  # the longest training sequence
+
+
+def test_echo_input_on_a_task_with_uneven_sides_is_exit_2_before_any_run_dir(tmp_path, capsys):
+    """data.echo_input needs one target token per input token: histogram's spaced counts in char
+    tokens are two per letter, which is one line naming the record, and nothing on disk."""
+    out = tmp_path / "runs"
+    raw = tiny(name="echo", data={"task": "histogram", "options": {"min_len": 2, "max_len": 4, "alphabet": "abc"},
+                                  "echo_input": True}, tokenizer={"kind": "char"})
+    assert main(["train", write(tmp_path, raw), "--out", str(out), "--no-progress"]) == 2
+    line = one_error_line(capsys)
+    assert "data.echo_input pairs input token j with target token j, but record 0 has" in line
+    assert line.endswith("or set data.echo_input=false")
+    assert not out.exists() or not any(out.rglob("*"))
