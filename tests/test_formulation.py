@@ -78,15 +78,22 @@ def test_truncation_keeps_eos(tok):
     assert len(e.labels) == 4 and e.labels[-1] == tok.eos_token_id
 
 
+def _abc_hij(tok, kind, **flag):
+    """``abc -> hij`` encoded with one target option: the prompt, reference and source stay the
+    plain formulation's, and the target decodes back to ``hij``."""
+    plain = Formulation(kind, tok, max_length=16).encode(Pair("abc", "hij"))
+    f = Formulation(kind, tok, max_length=16, **flag)
+    e = f.encode(Pair("abc", "hij"))
+    assert f.decode(e.target) == "hij"
+    assert e.prompt == plain.prompt and e.reference == "hij" and e.source == "abc"
+    return f, e
+
+
 @pytest.mark.parametrize("kind", ["seq2seq", "prefix_lm", "causal_lm"])
 def test_reverse_target_writes_the_target_backwards_and_keeps_the_reference(tok, kind):
     eos = tok.eos_token_id
-    plain = Formulation(kind, tok, max_length=16).encode(Pair("abc", "hij"))
-    backwards = Formulation(kind, tok, max_length=16, reverse_target=True)
-    e = backwards.encode(Pair("abc", "hij"))
-    assert backwards.decode(e.target) == "hij"
+    _, e = _abc_hij(tok, kind, reverse_target=True)
     assert e.target == ids(tok, "jih") + [eos]  # eos stays last
-    assert e.prompt == plain.prompt and e.reference == "hij" and e.source == "abc"
     assert e.labels[-4:] == ids(tok, "jih") + [eos]
     # exact match is unchanged: a decoding equals the reversed reference iff its reverse equals the reference
     assert decoding_matches([ids(tok, "jih") + [eos]], [e.target], eos)[0] == 1
@@ -99,15 +106,11 @@ def test_reverse_target_writes_the_target_backwards_and_keeps_the_reference(tok,
 @pytest.mark.parametrize("kind", ["seq2seq", "prefix_lm", "causal_lm"])
 def test_echo_input_writes_each_input_token_before_its_target_token(tok, kind):
     eos = tok.eos_token_id
-    plain = Formulation(kind, tok, max_length=16).encode(Pair("abc", "hij"))
-    echo = Formulation(kind, tok, max_length=16, echo_input=True)
-    e = echo.encode(Pair("abc", "hij"))
+    _, e = _abc_hij(tok, kind, echo_input=True)
     a, b, c, h, i, j = (ids(tok, x)[0] for x in "abchij")
     assert e.target == [a, h, b, i, c, j, eos]  # s0 v0 s1 v1 s2 v2 </s>
-    assert e.prompt == plain.prompt and e.reference == "hij" and e.source == "abc"
     assert e.labels[-7:] == e.target
-    # scored and shown on the target tokens only
-    assert echo.decode(e.target) == "hij"
+    # scored on the target tokens only
     assert decoding_matches([e.target], [e.target], eos, echo_input=True)[0] == 1
     wrong_echo = [a, h, a, i, a, j, eos]  # the outputs right, the echoed inputs wrong: still exact
     assert decoding_matches([wrong_echo], [e.target], eos, echo_input=True) == (1, 4, 4)

@@ -82,42 +82,29 @@ def test_restart_positions_restart_in_each_packed_segment():
 # ---------------------------------------------------------------------------------------------
 
 
+# the positions each mode gives 4 input + 3 target / 3 input + 5 target tokens, by hand
+HAND = {"restart": (4, [0, 1, 2, 3, 1, 2, 3]), "pairs": (3, [0, 1, 2, 0, 1, 1, 2, 2])}
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_forward_is_the_stack_with_restarted_positions_and_segments(encoding):
-    model = build(encoding)
-    ids = tokens(2, 7)
-    prefix = prefix_of(ids, 4)
-    positions = torch.tensor([[0, 1, 2, 3, 1, 2, 3]] * 2)
+def test_forward_is_the_stack_with_restarted_positions_and_segments(encoding, mode):
+    model = build(encoding, mode)
+    prefix_len, hand = HAND[mode]
+    ids = tokens(2, len(hand))
+    prefix = prefix_of(ids, prefix_len)
+    positions = torch.tensor([hand] * 2)
     with torch.no_grad():
         logits = model(input_ids=ids, prefix_mask=prefix).logits
-        # by hand: token embedding + segment row (0 input, 1 target), positions counted again from 1
+        # by hand: token embedding + segment row (0 input, 1 target), positions counted again
         embeds = model.shared(ids) + model.segment_embeddings(1 - prefix)
         # the same weights without the option, given the positions and segments explicitly
         plain = build(encoding, mode="continue")
         plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("segment")})
         reference = plain(inputs_embeds=embeds, prefix_mask=prefix, position_ids=positions).logits
     torch.testing.assert_close(logits, reference, **TOL)
-    continued = plain(inputs_embeds=embeds, prefix_mask=prefix).logits  # positions 0..6: the option matters
+    continued = plain(inputs_embeds=embeds, prefix_mask=prefix).logits  # positions 0..T-1: the option matters
     assert not torch.allclose(continued, logits, atol=1e-4)
-
-
-@pytest.mark.parametrize("encoding", ENCODINGS)
-def test_pairs_forward_is_the_stack_with_paired_positions_and_segments(encoding):
-    model = build(encoding, "pairs")
-    ids = tokens(2, 8)
-    prefix = prefix_of(ids, 3)
-    positions = torch.tensor([[0, 1, 2, 0, 1, 1, 2, 2]] * 2)  # target tokens 1 2 3 4 5 -> 0 1 1 2 2
-    with torch.no_grad():
-        logits = model(input_ids=ids, prefix_mask=prefix).logits
-        embeds = model.shared(ids) + model.segment_embeddings(1 - prefix)
-        plain = build(encoding, mode="continue")
-        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("segment")})
-        reference = plain(inputs_embeds=embeds, prefix_mask=prefix, position_ids=positions).logits
-        restarted = build(encoding, "restart")
-        restarted.load_state_dict(model.state_dict())
-        other = restarted(input_ids=ids, prefix_mask=prefix).logits
-    torch.testing.assert_close(logits, reference, **TOL)
-    assert not torch.allclose(other[:, 4:], logits[:, 4:], atol=1e-4)  # the pairing matters
 
 
 def test_input_j_and_target_j_share_a_position_but_not_a_segment():
