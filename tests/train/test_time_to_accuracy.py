@@ -187,9 +187,10 @@ def test_decoded_token_acc_is_token_weighted_over_the_split(tmp_path, monkeypatc
     seen: list[tuple[list[list[int]], list[list[int]], int]] = []
     real = module.decoding_matches
 
-    def spy(pred, target, eos):
+    def spy(pred, target, eos, echo_input=False):
+        assert echo_input is False  # this run writes plain targets
         seen.append((pred, target, eos))
-        return real(pred, target, eos)
+        return real(pred, target, eos, echo_input)
 
     monkeypatch.setattr(module, "decoding_matches", spy)
     [result] = train(tiny(train={"max_steps": 12, "lr": 1e-2, "eval_batch_size": 3}), out=tmp_path)

@@ -321,7 +321,7 @@ class T5LabModule(pl.LightningModule):
                 with phase("decoding"):
                     pred = self._generate(prompts, target.shape[1])  # (B', <=L)
                 exact, hits, ref_tokens = decoding_matches(
-                    pred.tolist(), target.tolist(), self.tokenizer.eos_token_id, self.cfg.data.echo_input
+                    pred.tolist(), target.tolist(), self.tokenizer.eos_token_id, echo_input=self.cfg.data.echo_input
                 )
                 for key, value in (("exact", exact), ("decoded_hits", hits), ("decoded_tokens", ref_tokens)):
                     terms[key] = torch.tensor(float(value), device=target.device)
