@@ -19,9 +19,9 @@
 Position ids are 0-based token positions ``(B, T)``: :func:`position_ids_from_mask` derives them
 from a padding mask (so a left-padded row is positioned as it would be alone), packed rows use
 :func:`t5lab.models.masks.segment_positions`; a prefix LM with ``target_positions="restart"`` counts
-its target from 1 again (:func:`restart_position_ids`; ``"pairs"`` every second target token), and with ``target_positions="digits"`` every
-digit is numbered by its significance in its number (:func:`digit_position_ids`). Cross-attention
-carries no positions, as in T5.
+its target from 1 again (:func:`restart_position_ids`; ``"pairs"``: every second target token),
+and with ``target_positions="digits"`` every digit is numbered by its significance in its number
+(:func:`digit_position_ids`). Cross-attention carries no positions, as in T5.
 """
 
 from __future__ import annotations
