@@ -138,6 +138,17 @@ def _names(pred: Any) -> str:
     return ", ".join(v for v in list_variants() if pred(get_variant(v)))
 
 
+def _echo_problem(cfg: ExperimentConfig, kind: str) -> str | None:
+    """Why ``data.echo_input`` cannot pair input token j with target token j here (None: it can)."""
+    if kind == "classification":
+        return f"the {cfg.data.task!r} task has labels, not one target token per input token"
+    if kind == "text":
+        return f"the text task {cfg.data.task!r} has no input tokens to pair"
+    if cfg.data.reverse_target:
+        return "it pairs input token j with target token j, which data.reverse_target=true moves"
+    return None
+
+
 def formulation_kind(variant: Variant, cfg: ExperimentConfig, task: Task) -> tuple[str, str | None]:
     """``(formulation kind, text objective or None)`` for a variant, config and task.
 
@@ -154,6 +165,8 @@ def formulation_kind(variant: Variant, cfg: ExperimentConfig, task: Task) -> tup
             f"config key data.objective={objective}: text objectives apply to text tasks only; "
             f"task {cfg.data.task!r} is {kind}, remove data.objective"
         )
+    if cfg.data.echo_input and (why := _echo_problem(cfg, kind)):
+        raise ConfigError(f"config key data.echo_input=true: {why}; set data.echo_input=false")
     if model_obj == "classification" or kind == "classification":
         if model_obj != kind:
             if kind == "classification":
@@ -169,17 +182,7 @@ def formulation_kind(variant: Variant, cfg: ExperimentConfig, task: Task) -> tup
                 f"config key data.reverse_target=true: the {cfg.data.task!r} task has labels, not token "
                 "sequences to reverse; set data.reverse_target=false"
             )
-        if cfg.data.echo_input:
-            raise ConfigError(
-                f"config key data.echo_input=true: the {cfg.data.task!r} task has labels, not one target "
-                "token per input token; set data.echo_input=false"
-            )
         return "classification", None
-    if cfg.data.echo_input and (kind == "text" or cfg.data.reverse_target):
-        what = f"the text task {cfg.data.task!r} has no input tokens to pair" if kind == "text" else (
-            "it pairs input token j with target token j, which data.reverse_target=true moves"
-        )
-        raise ConfigError(f"config key data.echo_input=true: {what}; set data.echo_input=false")
     if kind == "text":
         if objective is None:
             objective = "span_corruption" if model_obj == "seq2seq" else model_obj
